@@ -1,0 +1,126 @@
+/*
+ * channel.h — whole messages over a slot's rings, with flow control.
+ *
+ * An Endpoint is one side of one call on one slot: which rings it writes
+ * and reads, whose Waiter it parks on, which one it wakes, and how it tells
+ * that the call is over from the other side (the client watches the server
+ * epoch; the server watches whether the client abandoned the slot).
+ *
+ * MessageWriter streams a message of any size up to max_message_size in
+ * frames of at most the ring's max_chunk(); a frame is published when it is
+ * full or when the message is finished, so a small message is one frame
+ * and one notification. reserve()/commit() let the producer build bytes in
+ * place. A message refused on the producing side (too large) is ended with
+ * an aborted frame so that the consumer never waits for the rest.
+ *
+ * MessageReader validates every frame before use: generation, kind, flags,
+ * and lengths against the declared total and max_message_size.
+ */
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "courier/ipc/region.h"
+
+namespace courier::ipc {
+
+struct Endpoint {
+    Region *region = nullptr;
+    std::uint32_t index = nil_index;
+    std::uint64_t generation = 0;
+    std::uint64_t epoch = 0;  // client: the server epoch the call started in
+    bool is_client = true;
+    Waker *waker = nullptr;
+    WaitPolicy policy{};
+    SideCounters *counters = nullptr;
+
+    SlotControl &control() const { return *region->slot(index); }
+    Waiter &self() const { return is_client ? control().client : control().server; }
+    Waiter &peer() const { return is_client ? control().server : control().client; }
+    RingView outbound() const {
+        return is_client ? region->to_server(index) : region->to_client(index);
+    }
+    RingView inbound() const {
+        return is_client ? region->to_client(index) : region->to_server(index);
+    }
+    /* ok while the call can go on; otherwise why it cannot. */
+    Status call_alive() const;
+};
+
+class MessageWriter {
+public:
+    MessageWriter() = default;
+    MessageWriter(const Endpoint &ep, FrameKind kind, std::uint64_t total);
+
+    /* Copies bytes in, publishing full frames as it goes. */
+    Status write(std::span<const std::byte> bytes);
+    /*
+     * In-place: a span of at least 1 and at most `want` writable bytes
+     * (want 0 is treated as 1); write into it, then commit(n <= span size).
+     */
+    Status reserve(std::uint64_t want, std::span<std::byte> *out);
+    void commit(std::uint64_t n);
+    /* Publishes the final frame. */
+    Status finish();
+    /* Ends the message as aborted (the consumer reports too_large). */
+    void abort();
+
+    std::uint64_t written() const { return written_; }
+
+private:
+    Status open_frame(std::uint64_t min, std::uint64_t max);
+    void publish(std::uint16_t extra_flags);
+    Status refuse_if_too_large(std::uint64_t more);
+    std::uint64_t frame_target(std::uint64_t want) const;
+
+    Endpoint ep_{};
+    RingView ring_;
+    FrameKind kind_ = FrameKind::pad;
+    std::uint64_t total_ = unknown_length;
+    std::uint64_t written_ = 0;
+    std::span<std::byte> frame_;  // open reservation
+    std::uint64_t frame_used_ = 0;
+    bool open_ = false;
+    bool first_ = true;
+    bool done_ = false;
+};
+
+class MessageReader {
+public:
+    MessageReader() = default;
+    explicit MessageReader(const Endpoint &ep) : ep_(ep), ring_(ep.inbound()) {}
+
+    /*
+     * Waits for the next frame of the message and returns its payload in
+     * place; valid until release(). *last is set on the final frame.
+     */
+    Status next(std::span<const std::byte> *chunk, bool *last);
+    void release();
+    /* Reads the whole message into *out. */
+    Status read_all(std::vector<std::byte> *out);
+    /* Consumes and discards the rest of the message. */
+    Status skip_rest();
+
+    FrameKind kind() const { return kind_; }
+    std::uint64_t total() const { return total_; }
+    std::uint64_t received() const { return received_; }
+    bool finished() const { return finished_; }
+
+private:
+    Status validate(const Frame &f);
+    Status wait_frame();
+
+    Endpoint ep_{};
+    RingView ring_;
+    Frame frame_{};
+    bool holding_ = false;
+    bool started_ = false;
+    bool finished_ = false;
+    FrameKind kind_ = FrameKind::pad;
+    std::uint64_t total_ = unknown_length;
+    std::uint64_t received_ = 0;
+};
+
+}  // namespace courier::ipc

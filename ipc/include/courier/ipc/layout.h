@@ -1,0 +1,74 @@
+/*
+ * layout.h — the single source of every size and offset in courier's
+ * shared memory.
+ *
+ * The PostgreSQL extension asks for this many bytes in shmem_request_hook,
+ * the config generator prints it, the exporter uses it to validate the stats
+ * segment, and the tests map it over Boost.Interprocess segments. Nothing
+ * else may re-derive a size: a second formula would drift from this one.
+ *
+ * The control region holds, in order (each part 64-byte aligned so that no
+ * two writers share a cache line):
+ *
+ *   RegionHeader        magic, version, parameters, free-list head,
+ *                       server epoch, the dispatcher's waiter
+ *   free-list links     one uint32 per slot (next index on the stack)
+ *   doorbell            one bit per slot, in 64-bit words
+ *   slot controls       SlotControl per slot (state, waiters, ring cursors)
+ *   ring data           per slot: ring_size bytes to the server, then
+ *                       ring_size bytes to the client
+ *
+ * The stats segment is separate (it outlives and is read without the
+ * region) and is sized here too.
+ */
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "courier/ipc/status.h"
+
+namespace courier::ipc {
+
+inline constexpr std::size_t cache_line = 64;
+
+/* Bounds enforced by compute_layout(); the extension's GUCs use the same. */
+inline constexpr std::uint32_t min_slots = 1;
+inline constexpr std::uint32_t max_slots = 65536;
+inline constexpr std::uint64_t min_ring_size = 4096;
+inline constexpr std::uint64_t max_ring_size = 1ull << 30;
+inline constexpr std::uint64_t min_max_message_size = 1;
+inline constexpr std::uint64_t max_max_message_size = 1ull << 30;  // bytea's limit
+
+struct RegionParams {
+    std::uint32_t slots = 0;
+    std::uint64_t ring_size = 0;         // bytes per direction, power of two
+    std::uint64_t max_message_size = 0;  // bytes per message, either direction
+};
+
+struct RegionLayout {
+    RegionParams params;
+    std::size_t header_offset = 0;
+    std::size_t freelist_offset = 0;
+    std::size_t doorbell_offset = 0;
+    std::size_t doorbell_words = 0;
+    std::size_t slots_offset = 0;
+    std::size_t slot_stride = 0;
+    std::size_t rings_offset = 0;
+    std::size_t ring_stride = 0;  // bytes of ring data per slot (both rings)
+    std::size_t region_size = 0;  // the control region, all of the above
+    std::size_t stats_size = 0;   // the separate stats segment
+};
+
+/*
+ * Validates params and fills *out. Returns bad_argument (and leaves *out
+ * untouched) when a parameter is outside its bounds or the ring size is not
+ * a power of two; describe_layout_error() says which and why.
+ */
+Status compute_layout(const RegionParams &params, RegionLayout *out);
+const char *describe_layout_error(const RegionParams &params);
+
+/* Sizes of the parts, for callers that only need one number. */
+std::size_t stats_segment_size(std::uint32_t slots);
+
+}  // namespace courier::ipc

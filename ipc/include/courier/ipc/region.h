@@ -1,0 +1,149 @@
+/*
+ * region.h — the control region: slots, their ownership, and epochs.
+ *
+ * Slot ownership is one atomic word per slot with two bits:
+ *
+ *   held_by_client   set by lease(), cleared by release() or abandon()
+ *   held_by_server   set by the client when a call starts (before the
+ *                    doorbell rings), cleared by the server when it has
+ *                    published its last frame for that call
+ *
+ * The slot goes back to the free list when the word drops to zero, and
+ * exactly the party whose clear made it zero pushes it ("release is by
+ * whoever touched the slot last"). Hence a slot is never reused while the
+ * server may still write into it: the server's bit is set for the whole
+ * time it may touch the rings. A client that stops waiting (cancel,
+ * timeout, ERROR, exit) calls abandon(); the server notices, drops its late
+ * response, and its clear returns the slot.
+ *
+ * Generations: lease() bumps the slot's generation; a handle is (index,
+ * generation), and every frame carries the generation of its call, so a
+ * stale handle or a late frame is detected in O(1).
+ *
+ * Epochs: a serving process calls begin_server_epoch() when it starts. It
+ * clears held_by_server on every slot (the old server will never finish
+ * those calls) and releases slots whose client is gone too. Clients that
+ * see the epoch change while waiting fail the call with server_restarted
+ * and abandon the slot, whose rings may hold the dead server's bytes.
+ *
+ * The region stores indexes and offsets only, never pointers, so the same
+ * code works over PostgreSQL's fixed shared memory (same address in every
+ * backend) and Boost.Interprocess segments (different addresses).
+ */
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+#include "courier/ipc/doorbell.h"
+#include "courier/ipc/freelist.h"
+#include "courier/ipc/layout.h"
+#include "courier/ipc/ring.h"
+#include "courier/ipc/stats.h"
+#include "courier/ipc/status.h"
+#include "courier/ipc/wait.h"
+
+namespace courier::ipc {
+
+inline constexpr std::uint64_t region_magic = 0x4e4f494745524f43ull;  // "COREGION"
+inline constexpr std::uint32_t region_version = 1;
+
+enum SlotStateBits : std::uint32_t {
+    held_by_client = 1u << 0,
+    held_by_server = 1u << 1,
+    accepted_by_server = 1u << 2,  // a server thread took the call
+};
+
+struct alignas(cache_line) RegionHeader {
+    std::uint64_t magic;
+    std::uint32_t version;
+    std::uint32_t slots;
+    std::uint64_t ring_size;
+    std::uint64_t max_message_size;
+    std::uint64_t region_size;
+    alignas(cache_line) std::atomic<std::uint64_t> freelist_head;
+    alignas(cache_line) std::atomic<std::uint64_t> server_epoch;
+    Waiter dispatcher;  // the serving side's main loop parks here
+};
+
+struct alignas(cache_line) SlotControl {
+    std::atomic<std::uint32_t> state;
+    std::atomic<std::int32_t> owner_pid;
+    std::atomic<std::uint64_t> generation;
+    std::atomic<std::uint64_t> call_epoch;  // server epoch the call started in
+    Waiter client;
+    Waiter server;
+    RingHeader to_server;
+    RingHeader to_client;
+};
+
+struct SlotHandle {
+    std::uint32_t index = nil_index;
+    std::uint64_t generation = 0;
+    bool valid() const { return index != nil_index; }
+};
+
+class Region {
+public:
+    Region() = default;
+    /* Formats `base` (layout.region_size bytes). Only before sharing. */
+    static Region create(void *base, const RegionLayout &layout, StatsView stats);
+    /* Validates an existing region against layout; corrupt if it does not match. */
+    static Status attach(void *base, const RegionLayout &layout, StatsView stats, Region *out);
+
+    const RegionLayout &layout() const { return layout_; }
+    RegionHeader &header() const { return *header_; }
+    const StatsView &stats() const { return stats_; }
+    std::uint32_t slots() const { return layout_.params.slots; }
+    std::uint64_t max_message_size() const { return layout_.params.max_message_size; }
+    Doorbell doorbell() const { return doorbell_; }
+    FreeList freelist() const { return freelist_; }
+
+    SlotControl *slot(std::uint32_t index) const;
+    RingView to_server(std::uint32_t index) const;
+    RingView to_client(std::uint32_t index) const;
+
+    /* --- client side --- */
+    /* no_slot when the free list is empty (counted); corrupt on a bad index. */
+    Status lease(std::int32_t pid, SlotHandle *out);
+    /* Gives back a slot with no call in flight. */
+    Status release(const SlotHandle &handle);
+    /*
+     * Marks the start of a call: waits (briefly) for the previous call's
+     * server to let go, then sets held_by_server. The rings are empty
+     * between calls, so nothing is reset. Returns the epoch of the call.
+     */
+    Status begin_call(const SlotHandle &handle, std::chrono::steady_clock::time_point deadline,
+                      std::uint64_t *epoch);
+    /* The client stops waiting; the slot is no longer the caller's. */
+    void abandon(const SlotHandle &handle);
+    /* Rings the doorbell for `handle` and wakes the dispatcher if it sleeps. */
+    void ring_doorbell(const SlotHandle &handle, Waker &waker, SideCounters *counters);
+
+    /* --- server side --- */
+    std::uint64_t begin_server_epoch();
+    std::uint64_t server_epoch() const {
+        return header_->server_epoch.load(std::memory_order_acquire);
+    }
+    /* Whether the client of the call `generation` on `index` has gone. */
+    bool client_gone(std::uint32_t index, std::uint64_t generation) const;
+    /* The server is done with the call; returns the slot if abandoned. */
+    void finish_serving(std::uint32_t index);
+
+    /* Slots leased or being served (for slots_in_use and tests). */
+    std::uint32_t slots_in_use() const;
+
+private:
+    void push_free(std::uint32_t index);
+
+    RegionLayout layout_{};
+    std::byte *base_ = nullptr;
+    RegionHeader *header_ = nullptr;
+    FreeList freelist_;
+    Doorbell doorbell_;
+    StatsView stats_;
+};
+
+}  // namespace courier::ipc

@@ -1,0 +1,129 @@
+/*
+ * ring.h — a single-producer single-consumer byte ring of frames.
+ *
+ * Cursors: `tail` counts bytes ever published by the producer, `head` bytes
+ * ever consumed. Both are monotone 64-bit counters (they do not wrap in any
+ * lifetime) on cache lines of their own; position in the data area is
+ * cursor & (capacity - 1). Invariant: head <= tail <= head + capacity. Each
+ * side trusts only its own cursor and range-checks the other's.
+ *
+ * A frame is a FrameHeader followed by its payload, padded to 8 bytes, and
+ * is always contiguous in the data area so that both sides can work in
+ * place (reserve/commit on the producer, peek/consume on the consumer).
+ * When a frame does not fit before the end of the data area the producer
+ * skips to the start: with a pad frame when at least a header fits, or
+ * implicitly when fewer than sizeof(FrameHeader) bytes remain (both sides
+ * apply the same rule, so no marker is needed).
+ *
+ * Publication: the producer writes header and payload, then stores tail
+ * with release; the consumer loads tail with acquire before reading. The
+ * consumer stores head with release after it is done with the bytes; the
+ * producer loads head with acquire before reusing them.
+ *
+ * A message is one or more frames: the first has flag first, the last has
+ * flag last; every frame carries the message's kind, the slot generation
+ * of its call and the message's total length (or unknown_length when the
+ * producer streams without knowing it). Messages larger than a frame may
+ * are streamed in chunks of at most max_chunk() bytes; the ring's free
+ * space is the flow control.
+ */
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "courier/ipc/layout.h"
+#include "courier/ipc/status.h"
+
+namespace courier::ipc {
+
+enum class FrameKind : std::uint16_t {
+    pad = 0,       // filler up to the end of the data area
+    request = 1,   // client → server: "fn\0payload"
+    response = 2,  // server → client: the result bytes
+    error = 3,     // server → client: an error message (text)
+};
+
+enum FrameFlags : std::uint16_t {
+    frame_first = 1u << 0,
+    frame_last = 1u << 1,
+    frame_aborted = 1u << 2,  // with last: the producer gave up on the message
+};
+
+inline constexpr std::uint64_t unknown_length = ~0ull;
+
+struct FrameHeader {
+    std::uint32_t length;      // payload bytes in this frame
+    std::uint16_t kind;        // FrameKind
+    std::uint16_t flags;       // FrameFlags
+    std::uint64_t generation;  // slot generation of the call
+    std::uint64_t total;       // message length, or unknown_length
+};
+static_assert(sizeof(FrameHeader) == 24);
+
+inline constexpr std::size_t frame_align = 8;
+
+struct alignas(cache_line) Cursor {
+    std::atomic<std::uint64_t> value;
+};
+
+struct RingHeader {
+    Cursor tail;  // producer's
+    Cursor head;  // consumer's
+};
+
+/* A frame as the consumer sees it: header copied out, payload in place. */
+struct Frame {
+    FrameHeader header;
+    std::span<const std::byte> payload;
+    std::uint64_t next_head;  // head after consuming this frame
+};
+
+class RingView {
+public:
+    RingView() = default;
+    RingView(RingHeader *header, std::byte *data, std::uint64_t capacity)
+        : header_(header), data_(data), capacity_(capacity) {}
+
+    /* Empties the ring. Only while neither side is using it. */
+    void reset();
+
+    std::uint64_t capacity() const { return capacity_; }
+    /* Largest payload a single frame may carry in this ring. */
+    std::uint64_t max_chunk() const;
+
+    /* --- producer --- */
+    /*
+     * Reserves room for a frame of at least `min` and at most `max` payload
+     * bytes. On ok, *out is the writable payload span (as large as fits, up
+     * to max). would_block: not enough room yet. corrupt: the consumer's
+     * cursor is out of range.
+     */
+    Status try_reserve(std::uint64_t min, std::uint64_t max, std::span<std::byte> *out);
+    /* Publishes the reserved frame with `length` (<= reserved) bytes. */
+    void commit(std::uint64_t length, FrameKind kind, std::uint16_t flags,
+                std::uint64_t generation, std::uint64_t total);
+    /* Free bytes as the producer sees them (for waiting on room). */
+    std::uint64_t free_space() const;
+
+    /* --- consumer --- */
+    /* would_block when empty; corrupt when a cursor or header is invalid. */
+    Status peek(Frame *out) const;
+    void consume(const Frame &frame);
+    bool empty() const;
+
+private:
+    Status check_cursors(std::uint64_t *head, std::uint64_t *tail) const;
+
+    RingHeader *header_ = nullptr;
+    std::byte *data_ = nullptr;
+    std::uint64_t capacity_ = 0;
+    /* Producer's pending reservation. */
+    std::uint64_t reserved_at_ = 0;     // cursor where the frame header goes
+    std::uint64_t reserved_skip_ = 0;   // bytes skipped to the wrap (pad)
+    std::uint64_t reserved_bytes_ = 0;  // payload capacity of the reservation
+};
+
+}  // namespace courier::ipc

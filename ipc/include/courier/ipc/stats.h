@@ -1,0 +1,189 @@
+/*
+ * stats.h — the counters of courier and the layout of the stats segment.
+ *
+ * The stats segment is separate from the control region: the exporter maps
+ * it read-only and must keep working while the worker is down, so it holds
+ * only numbers, never anything the protocol depends on.
+ *
+ * Layout (version stats_version; readers refuse any other):
+ *
+ *   StatsHeader                 magic, version, slot count, sizes
+ *   GlobalCounters              rare events, updated with fetch_add
+ *   SlotStats[slots]            per slot: one line of SideCounters per side,
+ *                               then the client's call counters/histogram
+ *
+ * Hot counters are single-writer: a slot's side is driven by exactly one
+ * thread at a time (the lease or the dispatch hands it over with a
+ * happens-before edge), so they are bumped with a relaxed load and store
+ * rather than a locked read-modify-write. Readers sum them and may see a
+ * value that is a few increments old, never a torn one.
+ *
+ * The counter lists below are X-macros so that the exporter, courier.stats()
+ * and the tests enumerate the same names and help texts.
+ */
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "courier/ipc/status.h"
+
+namespace courier::ipc {
+
+/* name, help — per slot and per side (client = backend, server = worker). */
+#define COURIER_SIDE_COUNTERS(X)                                                        \
+    X(wakeups_sent, "Wakeups sent to a peer that announced it was sleeping")            \
+    X(wakeups_elided, "Wakeups skipped because the peer was still spinning")            \
+    X(spurious_wakeups, "Wakeups after which there was nothing to do")                  \
+    X(spin_hits, "Waits satisfied while spinning, without sleeping")                    \
+    X(sleeps, "Waits that parked (latch or futex) after the spin budget")               \
+    X(ring_full_stalls, "Times a producer found its ring full and had to wait")         \
+    X(messages_sent, "Messages sent by this side")                                      \
+    X(bytes_sent, "Payload bytes sent by this side")
+
+/* name, help — global, rare events. */
+#define COURIER_GLOBAL_COUNTERS(X)                                                      \
+    X(leases, "Slots leased from the free list")                                        \
+    X(releases, "Slots returned to the free list")                                      \
+    X(freelist_cas_retries, "Compare-and-swap retries on the free-list head")           \
+    X(freelist_empty, "Lease attempts that found the free list empty")                  \
+    X(slot_wait_ns, "Nanoseconds callers spent waiting for a free slot")                \
+    X(slot_wait_timeouts, "Callers that gave up waiting for a free slot")               \
+    X(abandons, "Calls abandoned by their requester (cancel, timeout, error, exit)")   \
+    X(late_responses_dropped, "Responses dropped because the requester had abandoned") \
+    X(corrupt_frames, "Frames or indexes rejected as corrupt")                          \
+    X(too_large, "Messages refused for exceeding max_message_size")                     \
+    X(server_restarts, "Times the serving side started a new epoch")
+
+enum class Counter : std::uint8_t {
+#define COURIER_X(name, help) name,
+    COURIER_SIDE_COUNTERS(COURIER_X)
+#undef COURIER_X
+        count_
+};
+inline constexpr std::size_t side_counter_count = static_cast<std::size_t>(Counter::count_);
+
+enum class GlobalCounter : std::uint8_t {
+#define COURIER_X(name, help) name,
+    COURIER_GLOBAL_COUNTERS(COURIER_X)
+#undef COURIER_X
+        count_
+};
+inline constexpr std::size_t global_counter_count =
+    static_cast<std::size_t>(GlobalCounter::count_);
+
+const char *counter_name(Counter c);
+const char *counter_help(Counter c);
+const char *counter_name(GlobalCounter c);
+const char *counter_help(GlobalCounter c);
+
+/* Call latency buckets, upper bounds in nanoseconds: 1 µs .. 10 s, then +Inf. */
+inline constexpr std::array<std::uint64_t, 22> latency_bounds_ns = {
+    1'000,       2'500,       5'000,         10'000,        25'000,        50'000,
+    100'000,     250'000,     500'000,       1'000'000,     2'500'000,     5'000'000,
+    10'000'000,  25'000'000,  50'000'000,    100'000'000,   250'000'000,   500'000'000,
+    1'000'000'000, 2'500'000'000, 5'000'000'000, 10'000'000'000};
+inline constexpr std::size_t latency_buckets = latency_bounds_ns.size() + 1;
+
+struct alignas(64) SideCounters {
+    std::atomic<std::uint64_t> value[side_counter_count];
+};
+static_assert(sizeof(SideCounters) == 64, "one cache line per side");
+
+struct alignas(64) CallCounters {
+    std::atomic<std::uint64_t> calls;
+    std::atomic<std::uint64_t> call_errors;
+    std::atomic<std::uint64_t> latency_sum_ns;
+    std::atomic<std::uint64_t> latency_bucket[latency_buckets];
+};
+
+struct alignas(64) SlotStats {
+    SideCounters client;
+    SideCounters server;
+    CallCounters calls;  // written by the client side only
+};
+
+inline constexpr std::uint64_t stats_magic = 0x5354415452554f43ull;  // "COURSTAT"
+inline constexpr std::uint32_t stats_version = 1;
+
+struct alignas(64) StatsHeader {
+    std::uint64_t magic;
+    std::uint32_t version;
+    std::uint32_t slots;
+    std::uint64_t segment_size;
+    /* Maintained by the host: 1 while the serving side runs. */
+    std::atomic<std::uint32_t> server_up;
+    std::atomic<std::uint32_t> slots_in_use;
+    std::atomic<std::uint64_t> server_epoch;
+    std::atomic<std::uint64_t> server_pid;
+};
+
+struct alignas(64) GlobalCounters {
+    std::atomic<std::uint64_t> value[global_counter_count];
+};
+
+/* Single-writer increment (see above). A null pointer counts nothing. */
+inline void bump(SideCounters *c, Counter which, std::uint64_t n = 1) {
+    if (c == nullptr)
+        return;
+    auto &v = c->value[static_cast<std::size_t>(which)];
+    v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+/* A view of a stats segment in this process's address space. */
+class StatsView {
+public:
+    StatsView() = default;
+    /* Formats a fresh segment of stats_segment_size(slots) bytes. */
+    static StatsView create(void *base, std::size_t size, std::uint32_t slots);
+    /* Validates an existing segment; Status::corrupt if it does not fit. */
+    static Status attach(void *base, std::size_t size, StatsView *out);
+
+    bool valid() const { return header_ != nullptr; }
+    StatsHeader &header() const { return *header_; }
+    std::uint32_t slots() const { return header_->slots; }
+    SlotStats *slot(std::uint32_t index) const {
+        return index < header_->slots ? &slots_[index] : nullptr;
+    }
+    void add(GlobalCounter which, std::uint64_t n = 1) const {
+        globals_->value[static_cast<std::size_t>(which)].fetch_add(n, std::memory_order_relaxed);
+    }
+    void record_call(std::uint32_t slot, std::uint64_t latency_ns, bool failed) const;
+
+private:
+    StatsHeader *header_ = nullptr;
+    GlobalCounters *globals_ = nullptr;
+    SlotStats *slots_ = nullptr;
+};
+
+/* Totals summed over slots, as the exporter and courier.stats() show them. */
+struct StatsSnapshot {
+    std::uint32_t slots = 0;
+    bool server_up = false;
+    std::uint64_t slots_in_use = 0;
+    std::uint64_t server_epoch = 0;
+    std::uint64_t server_pid = 0;
+    std::array<std::uint64_t, side_counter_count> client{};
+    std::array<std::uint64_t, side_counter_count> server{};
+    std::array<std::uint64_t, global_counter_count> global{};
+    std::uint64_t calls = 0;
+    std::uint64_t call_errors = 0;
+    std::uint64_t latency_sum_ns = 0;
+    std::array<std::uint64_t, latency_buckets> latency_bucket{};  // not cumulative
+};
+
+StatsSnapshot read_stats(const StatsView &view);
+
+/* Name/value/help rows, the shape of courier.stats(). */
+struct StatRow {
+    std::string name;
+    std::uint64_t value;
+    std::string help;
+};
+std::vector<StatRow> stat_rows(const StatsSnapshot &snapshot);
+
+}  // namespace courier::ipc

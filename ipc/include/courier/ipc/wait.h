@@ -1,0 +1,162 @@
+/*
+ * wait.h — spin, then announce, re-check and park; wake only a sleeper.
+ *
+ * A waiter (the side that needs data, or room in a full ring) runs:
+ *
+ *   1. spin on its condition for up to a time budget (not an iteration
+ *      count: the cost of an iteration differs by machine and load);
+ *   2. token = waker.prepare(self)   — futex: read the sequence word;
+ *                                      latch: ResetLatch(MyLatch);
+ *   3. self.sleeping = 1; full fence; re-check the condition;
+ *   4. waker.park(self, token)       — returns at once if a wake happened
+ *                                      after step 2, so none is lost;
+ *   5. self.sleeping = 0; re-check; a wake with nothing to do is spurious.
+ *
+ * The other side, after publishing (a release store of a ring cursor),
+ * issues a full fence and reads peer.sleeping: only a peer that announced
+ * sleeping is woken; otherwise the wakeup is elided and counted. The two
+ * fences make the pair a Dekker handshake: either the waiter's re-check sees
+ * the publication, or the publisher sees the sleeping flag.
+ *
+ * Waiter lives in shared memory; how to wake it is the Waker's business.
+ * A Waiter with latch_proc >= 0 sleeps on a PostgreSQL latch (the ext's
+ * waker); otherwise on the futex word (FutexWaker, usable from any thread).
+ */
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+#include "courier/ipc/layout.h"
+#include "courier/ipc/stats.h"
+#include "courier/ipc/status.h"
+
+namespace courier::ipc {
+
+struct alignas(cache_line) Waiter {
+    std::atomic<std::uint32_t> sleeping;
+    std::atomic<std::uint32_t> futex_word;
+    std::atomic<std::int32_t> latch_proc;  // PGPROC number, or -1 for futex
+};
+static_assert(sizeof(Waiter) == cache_line);
+
+void init_waiter(Waiter &waiter);
+
+enum class ParkResult : std::uint8_t { woken, timeout, interrupted };
+
+class Waker {
+public:
+    virtual ~Waker() = default;
+    /* Step 2 above. The token is passed back to park(). */
+    virtual std::uint32_t prepare(Waiter &self) = 0;
+    /* Blocks until woken, the timeout (<= 0: none) or an interrupt. */
+    virtual ParkResult park(Waiter &self, std::uint32_t token,
+                            std::chrono::nanoseconds timeout) = 0;
+    /* Wakes a waiter that announced sleeping. */
+    virtual void wake(Waiter &peer) = 0;
+};
+
+/*
+ * Futex on Linux (shared, not private: the word lives in memory mapped by
+ * several processes); elsewhere a portable fallback that sleeps in short,
+ * growing naps and re-checks the word.
+ */
+class FutexWaker final : public Waker {
+public:
+    std::uint32_t prepare(Waiter &self) override;
+    ParkResult park(Waiter &self, std::uint32_t token,
+                    std::chrono::nanoseconds timeout) override;
+    void wake(Waiter &peer) override;
+};
+
+struct WaitPolicy {
+    std::chrono::nanoseconds spin{std::chrono::microseconds(50)};
+    /* Absolute deadline; time_point::max() waits forever. */
+    std::chrono::steady_clock::time_point deadline =
+        std::chrono::steady_clock::time_point::max();
+};
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#else
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+#endif
+}
+
+/*
+ * The publisher's half: call after the release store that makes progress
+ * visible to the peer.
+ */
+inline void notify(Waiter &peer, Waker &waker, SideCounters *counters) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (peer.sleeping.load(std::memory_order_relaxed)) {
+        waker.wake(peer);
+        bump(counters, Counter::wakeups_sent);
+    } else {
+        bump(counters, Counter::wakeups_elided);
+    }
+}
+
+/*
+ * The waiter's half. `check` returns Status::ok when the condition holds,
+ * would_block while it does not, and any other status to stop waiting
+ * (abandoned, server_restarted, corrupt): that status is returned.
+ */
+template <typename Check>
+Status wait_until(Waiter &self, Waker &waker, const WaitPolicy &policy,
+                  SideCounters *counters, Check &&check) {
+    using clock = std::chrono::steady_clock;
+    Status s = check();
+    if (s != Status::would_block)
+        return s;
+
+    if (policy.spin.count() > 0) {
+        const auto spin_end = clock::now() + policy.spin;
+        for (unsigned i = 1;; ++i) {
+            cpu_relax();
+            s = check();
+            if (s != Status::would_block) {
+                bump(counters, Counter::spin_hits);
+                return s;
+            }
+            if ((i & 63) == 0 && clock::now() >= spin_end)
+                break;
+        }
+    }
+
+    for (;;) {
+        const std::uint32_t token = waker.prepare(self);
+        self.sleeping.store(1, std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        s = check();
+        if (s != Status::would_block) {
+            self.sleeping.store(0, std::memory_order_relaxed);
+            return s;
+        }
+        std::chrono::nanoseconds timeout{0};
+        if (policy.deadline != clock::time_point::max()) {
+            const auto now = clock::now();
+            if (now >= policy.deadline) {
+                self.sleeping.store(0, std::memory_order_relaxed);
+                return Status::timeout;
+            }
+            timeout = policy.deadline - now;
+        }
+        bump(counters, Counter::sleeps);
+        const ParkResult r = waker.park(self, token, timeout);
+        self.sleeping.store(0, std::memory_order_relaxed);
+        s = check();
+        if (s != Status::would_block)
+            return s;
+        if (r == ParkResult::interrupted)
+            return Status::interrupted;
+        if (r == ParkResult::woken)
+            bump(counters, Counter::spurious_wakeups);
+    }
+}
+
+}  // namespace courier::ipc

@@ -1,0 +1,272 @@
+/*
+ * channel.cc — messages over frames, with waiting and validation.
+ */
+#include "courier/ipc/channel.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace courier::ipc {
+
+Status Endpoint::call_alive() const {
+    if (is_client)
+        return region->server_epoch() == epoch ? Status::ok : Status::server_restarted;
+    return region->client_gone(index, generation) ? Status::abandoned : Status::ok;
+}
+
+/* The consumer made room: wake a producer that sleeps on a full ring. */
+static void notify_room(const Endpoint &ep) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (ep.peer().sleeping.load(std::memory_order_relaxed)) {
+        ep.waker->wake(ep.peer());
+        bump(ep.counters, Counter::wakeups_sent);
+    }
+}
+
+static void count_refusal(const Endpoint &ep, Status s) {
+    const StatsView &stats = ep.region->stats();
+    if (!stats.valid())
+        return;
+    if (s == Status::too_large)
+        stats.add(GlobalCounter::too_large);
+    else if (s == Status::corrupt)
+        stats.add(GlobalCounter::corrupt_frames);
+}
+
+/* ---------------------------------------------------------------- writer */
+
+MessageWriter::MessageWriter(const Endpoint &ep, FrameKind kind, std::uint64_t total)
+    : ep_(ep), ring_(ep.outbound()), kind_(kind), total_(total) {}
+
+Status MessageWriter::open_frame(std::uint64_t min, std::uint64_t max) {
+    bool stalled = false;
+    const Status s = wait_until(ep_.self(), *ep_.waker, ep_.policy, ep_.counters, [&] {
+        const Status r = ring_.try_reserve(min, max, &frame_);
+        if (r != Status::would_block)
+            return r;
+        if (!stalled) {
+            stalled = true;
+            bump(ep_.counters, Counter::ring_full_stalls);
+        }
+        const Status alive = ep_.call_alive();
+        return alive == Status::ok ? Status::would_block : alive;
+    });
+    if (s == Status::ok) {
+        open_ = true;
+        frame_used_ = 0;
+    } else if (s == Status::corrupt) {
+        count_refusal(ep_, s);
+    }
+    return s;
+}
+
+void MessageWriter::publish(std::uint16_t extra_flags) {
+    const std::uint16_t flags = static_cast<std::uint16_t>((first_ ? frame_first : 0) | extra_flags);
+    ring_.commit(frame_used_, kind_, flags, ep_.generation, total_);
+    first_ = false;
+    open_ = false;
+    if (extra_flags & frame_last) {
+        done_ = true;
+        bump(ep_.counters, Counter::messages_sent);
+        bump(ep_.counters, Counter::bytes_sent, written_);
+    }
+    notify(ep_.peer(), *ep_.waker, ep_.counters);
+}
+
+Status MessageWriter::refuse_if_too_large(std::uint64_t more) {
+    const std::uint64_t limit = ep_.region->max_message_size();
+    if ((total_ == unknown_length || total_ <= limit) && written_ + more <= limit)
+        return Status::ok;
+    count_refusal(ep_, Status::too_large);
+    abort();
+    return Status::too_large;
+}
+
+/* How many bytes the next frame should offer room for. */
+std::uint64_t MessageWriter::frame_target(std::uint64_t want) const {
+    if (total_ != unknown_length)
+        return std::max<std::uint64_t>(total_ - written_, 1);
+    return std::max(want, ring_.max_chunk());
+}
+
+Status MessageWriter::write(std::span<const std::byte> bytes) {
+    if (done_)
+        return Status::bad_argument;
+    if (Status s = refuse_if_too_large(bytes.size()); s != Status::ok)
+        return s;
+    if (total_ != unknown_length && written_ + bytes.size() > total_)
+        return Status::bad_argument;
+    while (!bytes.empty()) {
+        if (open_ && frame_used_ == frame_.size())
+            publish(0);
+        if (!open_) {
+            if (Status s = open_frame(1, frame_target(bytes.size())); s != Status::ok)
+                return s;
+        }
+        const std::size_t k = std::min<std::size_t>(bytes.size(), frame_.size() - frame_used_);
+        std::memcpy(frame_.data() + frame_used_, bytes.data(), k);
+        frame_used_ += k;
+        written_ += k;
+        bytes = bytes.subspan(k);
+    }
+    return Status::ok;
+}
+
+Status MessageWriter::reserve(std::uint64_t want, std::span<std::byte> *out) {
+    if (done_)
+        return Status::bad_argument;
+    want = std::max<std::uint64_t>(want, 1);
+    if (Status s = refuse_if_too_large(1); s != Status::ok)
+        return s;
+    if (total_ != unknown_length)
+        want = std::min(want, total_ - written_);
+    want = std::min(want, ep_.region->max_message_size() - written_);
+    if (want == 0)
+        return Status::bad_argument;
+    if (open_ && frame_used_ == frame_.size())
+        publish(0);
+    if (!open_) {
+        if (Status s = open_frame(1, frame_target(want)); s != Status::ok)
+            return s;
+    }
+    *out = frame_.subspan(frame_used_, std::min<std::uint64_t>(want, frame_.size() - frame_used_));
+    return Status::ok;
+}
+
+void MessageWriter::commit(std::uint64_t n) {
+    n = std::min<std::uint64_t>(n, frame_.size() - frame_used_);
+    frame_used_ += n;
+    written_ += n;
+}
+
+Status MessageWriter::finish() {
+    if (done_)
+        return Status::bad_argument;
+    if (total_ != unknown_length && written_ != total_) {
+        abort();
+        return Status::bad_argument;
+    }
+    if (!open_) {
+        if (Status s = open_frame(0, 0); s != Status::ok)
+            return s;
+    }
+    publish(frame_last);
+    return Status::ok;
+}
+
+void MessageWriter::abort() {
+    if (done_)
+        return;
+    if (!open_ && open_frame(0, 0) != Status::ok) {
+        done_ = true;  // peer gone or ring corrupt: nobody to tell
+        return;
+    }
+    written_ -= frame_used_;
+    frame_used_ = 0;
+    publish(frame_last | frame_aborted);
+}
+
+/* ---------------------------------------------------------------- reader */
+
+Status MessageReader::validate(const Frame &f) {
+    const FrameHeader &h = f.header;
+    if (h.generation != ep_.generation)
+        return Status::corrupt;
+    const FrameKind kind = static_cast<FrameKind>(h.kind);
+    if (!started_) {
+        const bool kind_ok = ep_.is_client ? (kind == FrameKind::response || kind == FrameKind::error)
+                                           : kind == FrameKind::request;
+        if (!(h.flags & frame_first) || !kind_ok)
+            return Status::corrupt;
+        started_ = true;
+        kind_ = kind;
+        total_ = h.total;
+    } else if ((h.flags & frame_first) || kind != kind_ || h.total != total_) {
+        return Status::corrupt;
+    }
+    if (h.flags & frame_aborted)
+        return Status::too_large;
+    const std::uint64_t limit = ep_.region->max_message_size();
+    const std::uint64_t after = received_ + h.length;
+    if ((total_ != unknown_length && total_ > limit) || after > limit)
+        return Status::too_large;
+    if (total_ != unknown_length && (after > total_ || ((h.flags & frame_last) && after != total_)))
+        return Status::corrupt;
+    return Status::ok;
+}
+
+Status MessageReader::wait_frame() {
+    return wait_until(ep_.self(), *ep_.waker, ep_.policy, ep_.counters, [&] {
+        const Status r = ring_.peek(&frame_);
+        if (r != Status::would_block)
+            return r;
+        const Status alive = ep_.call_alive();
+        return alive == Status::ok ? Status::would_block : alive;
+    });
+}
+
+Status MessageReader::next(std::span<const std::byte> *chunk, bool *last) {
+    release();
+    if (finished_)
+        return Status::bad_argument;
+    const Status s = wait_frame();
+    if (s != Status::ok) {
+        count_refusal(ep_, s);
+        return s;
+    }
+    holding_ = true;
+    const Status v = validate(frame_);
+    if (v != Status::ok) {
+        count_refusal(ep_, v);
+        return v;
+    }
+    received_ += frame_.header.length;
+    *chunk = frame_.payload;
+    *last = (frame_.header.flags & frame_last) != 0;
+    finished_ = *last;
+    return Status::ok;
+}
+
+void MessageReader::release() {
+    if (!holding_)
+        return;
+    ring_.consume(frame_);
+    holding_ = false;
+    notify_room(ep_);
+}
+
+Status MessageReader::read_all(std::vector<std::byte> *out) {
+    out->clear();
+    if (total_ != unknown_length && total_ <= ep_.region->max_message_size())
+        out->reserve(total_);
+    for (;;) {
+        std::span<const std::byte> chunk;
+        bool last = false;
+        if (Status s = next(&chunk, &last); s != Status::ok)
+            return s;
+        if (out->empty() && total_ != unknown_length && total_ <= ep_.region->max_message_size())
+            out->reserve(total_);
+        out->insert(out->end(), chunk.begin(), chunk.end());
+        if (last) {
+            release();
+            return Status::ok;
+        }
+    }
+}
+
+Status MessageReader::skip_rest() {
+    for (;;) {
+        const bool was_last = holding_ && (frame_.header.flags & frame_last);
+        release();
+        if (was_last || finished_)
+            return Status::ok;
+        const Status s = wait_frame();
+        if (s != Status::ok)
+            return s;
+        if (frame_.header.generation != ep_.generation)
+            return Status::corrupt;
+        holding_ = true;
+    }
+}
+
+}  // namespace courier::ipc

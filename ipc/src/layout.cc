@@ -1,0 +1,59 @@
+/*
+ * layout.cc — compute_layout(), the one formula for courier's sizes.
+ */
+#include "courier/ipc/layout.h"
+
+#include "courier/ipc/region.h"
+#include "courier/ipc/stats.h"
+
+namespace courier::ipc {
+namespace {
+
+constexpr std::size_t align_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }
+constexpr bool is_pow2(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+}  // namespace
+
+const char *describe_layout_error(const RegionParams &p) {
+    if (p.slots < min_slots || p.slots > max_slots)
+        return "slots must be between 1 and 65536";
+    if (p.ring_size < min_ring_size || p.ring_size > max_ring_size)
+        return "ring_size must be between 4 kB and 1 GB";
+    if (!is_pow2(p.ring_size))
+        return "ring_size must be a power of two (for example 64kB, 1MB)";
+    if (p.max_message_size < min_max_message_size || p.max_message_size > max_max_message_size)
+        return "max_message_size must be between 1 byte and 1 GB";
+    return nullptr;
+}
+
+std::size_t stats_segment_size(std::uint32_t slots) {
+    return align_up(sizeof(StatsHeader), cache_line) + align_up(sizeof(GlobalCounters), cache_line) +
+           static_cast<std::size_t>(slots) * sizeof(SlotStats);
+}
+
+Status compute_layout(const RegionParams &params, RegionLayout *out) {
+    if (describe_layout_error(params) != nullptr)
+        return Status::bad_argument;
+
+    RegionLayout l;
+    l.params = params;
+    std::size_t at = 0;
+    l.header_offset = at;
+    at = align_up(at + sizeof(RegionHeader), cache_line);
+    l.freelist_offset = at;
+    at = align_up(at + sizeof(std::uint32_t) * params.slots, cache_line);
+    l.doorbell_offset = at;
+    l.doorbell_words = (params.slots + 63) / 64;
+    at = align_up(at + sizeof(std::uint64_t) * l.doorbell_words, cache_line);
+    l.slots_offset = at;
+    l.slot_stride = align_up(sizeof(SlotControl), cache_line);
+    at += l.slot_stride * params.slots;
+    l.rings_offset = align_up(at, cache_line);
+    l.ring_stride = static_cast<std::size_t>(2 * params.ring_size);
+    l.region_size = l.rings_offset + l.ring_stride * params.slots;
+    l.stats_size = stats_segment_size(params.slots);
+    *out = l;
+    return Status::ok;
+}
+
+}  // namespace courier::ipc

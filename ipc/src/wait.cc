@@ -1,0 +1,78 @@
+/*
+ * wait.cc — the standalone waker: futex on Linux, naps elsewhere.
+ *
+ * The futex word is a sequence number: prepare() reads it, wake() bumps it
+ * before FUTEX_WAKE, and park() sleeps only while the word still holds the
+ * value prepare() read. A wake that lands between prepare() and park()
+ * therefore makes park() return at once. The futex is not private: the
+ * word is in memory shared between processes.
+ */
+#include "courier/ipc/wait.h"
+
+#include <cerrno>
+#include <climits>
+#include <thread>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#endif
+
+namespace courier::ipc {
+
+void init_waiter(Waiter &waiter) {
+    waiter.sleeping.store(0, std::memory_order_relaxed);
+    waiter.futex_word.store(0, std::memory_order_relaxed);
+    waiter.latch_proc.store(-1, std::memory_order_relaxed);
+}
+
+std::uint32_t FutexWaker::prepare(Waiter &self) {
+    return self.futex_word.load(std::memory_order_acquire);
+}
+
+#if defined(__linux__)
+
+ParkResult FutexWaker::park(Waiter &self, std::uint32_t token, std::chrono::nanoseconds timeout) {
+    struct timespec ts;
+    struct timespec *tsp = nullptr;
+    if (timeout.count() > 0) {
+        ts.tv_sec = static_cast<time_t>(timeout.count() / 1'000'000'000);
+        ts.tv_nsec = static_cast<long>(timeout.count() % 1'000'000'000);
+        tsp = &ts;
+    }
+    const long r = syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&self.futex_word),
+                           FUTEX_WAIT, token, tsp, nullptr, 0);
+    if (r == -1 && errno == ETIMEDOUT)
+        return ParkResult::timeout;
+    /* EAGAIN (word moved: a wake came first) and EINTR are both "look again". */
+    return ParkResult::woken;
+}
+
+void FutexWaker::wake(Waiter &peer) {
+    peer.futex_word.fetch_add(1, std::memory_order_release);
+    syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&peer.futex_word), FUTEX_WAKE, INT_MAX,
+            nullptr, nullptr, 0);
+}
+
+#else
+
+ParkResult FutexWaker::park(Waiter &self, std::uint32_t token, std::chrono::nanoseconds timeout) {
+    using clock = std::chrono::steady_clock;
+    const auto end = timeout.count() > 0 ? clock::now() + timeout : clock::time_point::max();
+    auto nap = std::chrono::microseconds(1);
+    while (self.futex_word.load(std::memory_order_acquire) == token) {
+        if (clock::now() >= end)
+            return ParkResult::timeout;
+        std::this_thread::sleep_for(nap);
+        nap = std::min(nap * 2, std::chrono::microseconds(1000));
+    }
+    return ParkResult::woken;
+}
+
+void FutexWaker::wake(Waiter &peer) { peer.futex_word.fetch_add(1, std::memory_order_release); }
+
+#endif
+
+}  // namespace courier::ipc
