@@ -1,0 +1,456 @@
+/*
+ * Unit tests of the ipc core, in one process: layout, free list, doorbell,
+ * rings and framing, chunking, stats, slot ownership.
+ */
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <set>
+
+#include "harness.h"
+
+using namespace courier::ipc;
+using courier::test::TestSegment;
+
+namespace {
+
+RegionParams params(std::uint32_t slots = 4, std::uint64_t ring = 4096, std::uint64_t max = 1 << 20) {
+    return RegionParams{slots, ring, max};
+}
+
+std::span<const std::byte> bytes_of(const std::string &s) {
+    return {reinterpret_cast<const std::byte *>(s.data()), s.size()};
+}
+
+/* Two endpoints of slot 0 with a futex waker and no spinning. */
+struct Pair {
+    TestSegment seg{params()};
+    FutexWaker waker;
+    SlotHandle handle;
+    Endpoint client, server;
+    Pair(std::uint64_t ring = 4096, std::uint64_t max = 1 << 20) : seg(params(4, ring, max)) {
+        EXPECT_EQ(seg.region().lease(1, &handle), Status::ok);
+        std::uint64_t epoch = 0;
+        EXPECT_EQ(seg.region().begin_call(handle, std::chrono::steady_clock::time_point::max(), &epoch),
+                  Status::ok);
+        WaitPolicy p;
+        p.spin = {};
+        p.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        client = Endpoint{&seg.region(), handle.index, handle.generation, epoch, true, &waker, p,
+                          &seg.stats().slot(handle.index)->client};
+        server = client;
+        server.is_client = false;
+        server.counters = &seg.stats().slot(handle.index)->server;
+    }
+};
+
+}  // namespace
+
+/* ------------------------------------------------------------- layout */
+
+TEST(Layout, RejectsOutOfRangeParameters) {
+    RegionLayout l;
+    EXPECT_EQ(compute_layout(params(0), &l), Status::bad_argument);
+    EXPECT_EQ(compute_layout(params(max_slots + 1), &l), Status::bad_argument);
+    EXPECT_EQ(compute_layout(params(4, 6000), &l), Status::bad_argument);
+    EXPECT_EQ(compute_layout(params(4, 2048), &l), Status::bad_argument);
+    EXPECT_EQ(compute_layout(params(4, 4096, 0), &l), Status::bad_argument);
+    EXPECT_STREQ(describe_layout_error(params(4, 6000)),
+                 "ring_size must be a power of two (for example 64kB, 1MB)");
+    EXPECT_EQ(describe_layout_error(params()), nullptr);
+}
+
+TEST(Layout, PartsAreAlignedDisjointAndCoverTheRegion) {
+    for (std::uint32_t slots : {1u, 63u, 64u, 65u, 1024u}) {
+        RegionLayout l;
+        ASSERT_EQ(compute_layout(params(slots, 65536), &l), Status::ok);
+        std::vector<std::pair<std::size_t, std::size_t>> parts = {
+            {l.header_offset, sizeof(RegionHeader)},
+            {l.freelist_offset, 4 * slots},
+            {l.doorbell_offset, 8 * l.doorbell_words},
+            {l.slots_offset, l.slot_stride * slots},
+            {l.rings_offset, l.ring_stride * slots}};
+        for (std::size_t i = 0; i < parts.size(); ++i) {
+            EXPECT_EQ(parts[i].first % 64, 0u) << "part " << i;
+            if (i + 1 < parts.size()) {
+                EXPECT_LE(parts[i].first + parts[i].second, parts[i + 1].first) << "part " << i;
+            }
+        }
+        EXPECT_EQ(l.rings_offset + l.ring_stride * slots, l.region_size);
+        EXPECT_EQ(l.doorbell_words, (slots + 63) / 64);
+        EXPECT_EQ(l.stats_size, stats_segment_size(slots));
+        EXPECT_GE(l.stats_size, slots * sizeof(SlotStats));
+    }
+}
+
+TEST(Layout, SizeGrowsWithEveryParameterThatNeedsMemory) {
+    RegionLayout a, b, c;
+    ASSERT_EQ(compute_layout(params(8, 4096), &a), Status::ok);
+    ASSERT_EQ(compute_layout(params(16, 4096), &b), Status::ok);
+    ASSERT_EQ(compute_layout(params(8, 8192), &c), Status::ok);
+    EXPECT_LT(a.region_size, b.region_size);
+    EXPECT_EQ(c.region_size - a.region_size, 8u * 2 * 4096);
+}
+
+/* ---------------------------------------------------------- free list */
+
+TEST(FreeList, PopsEveryIndexOnceThenReportsEmpty) {
+    TestSegment seg(params(8));
+    FreeList fl = seg.region().freelist();
+    std::set<std::uint32_t> seen;
+    FreeListCounts counts;
+    for (int i = 0; i < 8; ++i) {
+        std::uint32_t idx;
+        ASSERT_EQ(fl.pop(&idx, &counts), Status::ok);
+        EXPECT_TRUE(seen.insert(idx).second);
+    }
+    std::uint32_t idx;
+    EXPECT_EQ(fl.pop(&idx, &counts), Status::no_slot);
+    EXPECT_TRUE(counts.empty);
+    ASSERT_EQ(fl.push(5, &counts), Status::ok);
+    ASSERT_EQ(fl.pop(&idx, &counts), Status::ok);
+    EXPECT_EQ(idx, 5u);
+    EXPECT_EQ(fl.push(8, &counts), Status::bad_argument);
+}
+
+TEST(FreeList, CorruptHeadOrLinkIsAnErrorNotACrash) {
+    TestSegment seg(params(8));
+    FreeList fl = seg.region().freelist();
+    FreeListCounts counts;
+    std::uint32_t idx;
+    seg.region().header().freelist_head.store(1000);  // index 1000 of 8
+    EXPECT_EQ(fl.pop(&idx, &counts), Status::corrupt);
+    EXPECT_EQ(fl.push(1, &counts), Status::corrupt);
+    fl.init_full();
+    auto *links = reinterpret_cast<std::atomic<std::uint32_t> *>(
+        reinterpret_cast<std::byte *>(&seg.region().header()) + seg.layout().freelist_offset);
+    links[0].store(77);
+    EXPECT_EQ(fl.pop(&idx, &counts), Status::corrupt);
+}
+
+TEST(FreeList, LeaseBumpsGenerationAndCountsEmpty) {
+    TestSegment seg(params(2));
+    Region &r = seg.region();
+    SlotHandle a, b, c;
+    ASSERT_EQ(r.lease(10, &a), Status::ok);
+    ASSERT_EQ(r.lease(11, &b), Status::ok);
+    EXPECT_EQ(r.lease(12, &c), Status::no_slot);
+    EXPECT_EQ(read_stats(seg.stats()).global[static_cast<int>(GlobalCounter::freelist_empty)], 1u);
+    const std::uint64_t gen = a.generation;
+    ASSERT_EQ(r.release(a), Status::ok);
+    EXPECT_EQ(r.release(a), Status::stale);  // double release
+    ASSERT_EQ(r.lease(12, &c), Status::ok);
+    EXPECT_EQ(c.index, a.index);
+    EXPECT_GT(c.generation, gen);
+    EXPECT_EQ(r.release(a), Status::stale);  // old handle, new generation
+    EXPECT_EQ(r.slots_in_use(), 2u);
+    EXPECT_EQ(seg.stats().header().slots_in_use.load(), 2u);
+}
+
+/* ----------------------------------------------------------- doorbell */
+
+TEST(Doorbell, DrainsEachRungSlotOnceAndIgnoresBitsBeyondSlots) {
+    TestSegment seg(params(70));
+    Doorbell bell = seg.region().doorbell();
+    EXPECT_FALSE(bell.any());
+    EXPECT_TRUE(bell.ring(3));
+    EXPECT_FALSE(bell.ring(3));
+    EXPECT_TRUE(bell.ring(69));
+    EXPECT_FALSE(bell.ring(70));
+    auto *words = reinterpret_cast<std::atomic<std::uint64_t> *>(
+        reinterpret_cast<std::byte *>(&seg.region().header()) + seg.layout().doorbell_offset);
+    words[1].fetch_or(1ull << 40);  // slot 104 does not exist
+    std::vector<std::uint32_t> got;
+    EXPECT_EQ(bell.drain([&](std::uint32_t s) { got.push_back(s); }), 2u);
+    EXPECT_EQ(got, (std::vector<std::uint32_t>{3, 69}));
+    EXPECT_FALSE(bell.any());
+}
+
+/* -------------------------------------------------------------- rings */
+
+TEST(Ring, FrameRoundTripInPlace) {
+    TestSegment seg(params());
+    RingView ring = seg.region().to_server(0);
+    std::span<std::byte> w;
+    ASSERT_EQ(ring.try_reserve(5, 5, &w), Status::ok);
+    ASSERT_EQ(w.size(), 5u);
+    std::memcpy(w.data(), "hello", 5);
+    Frame f;
+    EXPECT_EQ(ring.peek(&f), Status::would_block);  // not published yet
+    ring.commit(5, FrameKind::request, frame_first | frame_last, 42, 5);
+    ASSERT_EQ(ring.peek(&f), Status::ok);
+    EXPECT_EQ(f.header.length, 5u);
+    EXPECT_EQ(f.header.generation, 42u);
+    EXPECT_EQ(f.header.flags, frame_first | frame_last);
+    EXPECT_EQ(std::memcmp(f.payload.data(), "hello", 5), 0);
+    ring.consume(f);
+    EXPECT_TRUE(ring.empty());
+}
+
+TEST(Ring, FullRingBlocksAndWrapsWithPadOrImplicitSkip) {
+    TestSegment seg(params());
+    RingView ring = seg.region().to_server(0);
+    const std::uint64_t cap = ring.capacity();
+    /* Sizes chosen so the tail lands 8, 16, 24 and 40 bytes before the end. */
+    for (std::uint64_t gap : {8u, 16u, 24u, 40u}) {
+        ring.reset();
+        std::span<std::byte> w;
+        Frame f;
+        std::uint64_t used = 0;
+        while (cap - used > gap) {
+            const std::uint64_t frame_bytes = std::min<std::uint64_t>(cap - used - gap, 1000);
+            if (frame_bytes < sizeof(FrameHeader))
+                break;
+            const std::uint64_t len = frame_bytes - sizeof(FrameHeader);
+            ASSERT_EQ(ring.try_reserve(len, len, &w), Status::ok);
+            ring.commit(len, FrameKind::response, 0, 1, unknown_length);
+            ASSERT_EQ(ring.peek(&f), Status::ok);
+            ring.consume(f);
+            used += frame_bytes;
+        }
+        ASSERT_EQ(cap - used, gap);
+        /* The next frame cannot fit in `gap`: it must go to the start. */
+        ASSERT_EQ(ring.try_reserve(32, 32, &w), Status::ok) << "gap " << gap;
+        std::memset(w.data(), 0xab, 32);
+        ring.commit(32, FrameKind::response, frame_last, 1, unknown_length);
+        ASSERT_EQ(ring.peek(&f), Status::ok) << "gap " << gap;
+        EXPECT_EQ(f.header.length, 32u);
+        EXPECT_EQ(f.payload.data(), reinterpret_cast<const std::byte *>(w.data()));
+        EXPECT_EQ(static_cast<std::uint8_t>(f.payload[31]), 0xab);
+        ring.consume(f);
+        EXPECT_TRUE(ring.empty());
+    }
+    /* Fill until would_block. */
+    ring.reset();
+    std::span<std::byte> w;
+    int frames = 0;
+    while (ring.try_reserve(100, 100, &w) == Status::ok) {
+        ring.commit(100, FrameKind::response, 0, 1, unknown_length);
+        ++frames;
+    }
+    EXPECT_EQ(frames, static_cast<int>(cap / (24 + 104)));
+    EXPECT_LT(ring.free_space(), 128u);
+}
+
+TEST(Ring, ChunkIsBoundedSoProducerAndConsumerOverlap) {
+    TestSegment seg(params(4, 65536));
+    RingView ring = seg.region().to_client(1);
+    std::span<std::byte> w;
+    ASSERT_EQ(ring.try_reserve(1, 1 << 20, &w), Status::ok);
+    EXPECT_EQ(w.size(), ring.max_chunk());
+    EXPECT_EQ(ring.max_chunk(), 65536u / 4 - sizeof(FrameHeader));
+}
+
+/* ------------------------------------------------ messages and chunks */
+
+TEST(Channel, SmallMessageIsOneFrame) {
+    Pair p;
+    const std::string msg = "ping";
+    MessageWriter w(p.client, FrameKind::request, msg.size());
+    ASSERT_EQ(w.write(bytes_of(msg)), Status::ok);
+    ASSERT_EQ(w.finish(), Status::ok);
+    Frame f;
+    ASSERT_EQ(p.seg.region().to_server(p.handle.index).peek(&f), Status::ok);
+    EXPECT_EQ(f.header.flags, frame_first | frame_last);
+    MessageReader r(p.server);
+    std::vector<std::byte> out;
+    ASSERT_EQ(r.read_all(&out), Status::ok);
+    EXPECT_EQ(std::string(reinterpret_cast<char *>(out.data()), out.size()), msg);
+    auto snap = read_stats(p.seg.stats());
+    EXPECT_EQ(snap.client[static_cast<int>(Counter::messages_sent)], 1u);
+    EXPECT_EQ(snap.client[static_cast<int>(Counter::bytes_sent)], 4u);
+    EXPECT_EQ(snap.client[static_cast<int>(Counter::wakeups_elided)], 1u);  // nobody slept
+}
+
+TEST(Channel, MessageSpansSeveralChunksAndReassembles) {
+    Pair p(16384);
+    const auto msg = courier::test::random_bytes(7, 9000);  // > max_chunk, < ring
+    MessageWriter w(p.client, FrameKind::request, unknown_length);
+    ASSERT_EQ(w.write(msg), Status::ok);
+    ASSERT_EQ(w.finish(), Status::ok);
+    MessageReader r(p.server);
+    int frames = 0;
+    std::vector<std::byte> out;
+    for (;;) {
+        std::span<const std::byte> chunk;
+        bool last = false;
+        ASSERT_EQ(r.next(&chunk, &last), Status::ok);
+        out.insert(out.end(), chunk.begin(), chunk.end());
+        ++frames;
+        if (last)
+            break;
+    }
+    r.release();
+    EXPECT_EQ(frames, 3);  // 4072 + 4072 + 856
+    EXPECT_EQ(out, msg);
+}
+
+TEST(Channel, ReserveCommitWritesInPlace) {
+    Pair p;
+    MessageWriter w(p.server, FrameKind::response, 10);
+    std::span<std::byte> s;
+    ASSERT_EQ(w.reserve(10, &s), Status::ok);
+    ASSERT_EQ(s.size(), 10u);
+    std::memcpy(s.data(), "0123456789", 10);
+    w.commit(10);
+    ASSERT_EQ(w.finish(), Status::ok);
+    MessageReader r(p.client);
+    std::vector<std::byte> out;
+    ASSERT_EQ(r.read_all(&out), Status::ok);
+    EXPECT_EQ(r.kind(), FrameKind::response);
+    EXPECT_EQ(std::memcmp(out.data(), "0123456789", 10), 0);
+}
+
+TEST(Channel, EmptyMessageIsAFrameToo) {
+    Pair p;
+    MessageWriter w(p.server, FrameKind::response, 0);
+    ASSERT_EQ(w.finish(), Status::ok);
+    MessageReader r(p.client);
+    std::vector<std::byte> out{std::byte{1}};
+    ASSERT_EQ(r.read_all(&out), Status::ok);
+    EXPECT_TRUE(out.empty());
+}
+
+TEST(Channel, ProducerRefusesMessagesAboveTheLimit) {
+    Pair p(4096, 1000);
+    MessageWriter known(p.client, FrameKind::request, 1001);
+    EXPECT_EQ(known.write(courier::test::random_bytes(1, 10)), Status::too_large);
+    /* Streaming with unknown length: refused when the limit is crossed,
+     * and the consumer sees the message end as too large, not hang. */
+    Pair q(4096, 1000);
+    MessageWriter streamed(q.client, FrameKind::request, unknown_length);
+    ASSERT_EQ(streamed.write(courier::test::random_bytes(1, 600)), Status::ok);
+    EXPECT_EQ(streamed.write(courier::test::random_bytes(2, 600)), Status::too_large);
+    MessageReader r(q.server);
+    std::vector<std::byte> out;
+    EXPECT_EQ(r.read_all(&out), Status::too_large);
+    EXPECT_GE(read_stats(q.seg.stats()).global[static_cast<int>(GlobalCounter::too_large)], 1u);
+}
+
+TEST(Channel, ConsumerRejectsADeclaredTotalAboveTheLimit) {
+    Pair p(4096, 1000);
+    RingView ring = p.seg.region().to_server(p.handle.index);
+    std::span<std::byte> w;
+    ASSERT_EQ(ring.try_reserve(8, 8, &w), Status::ok);
+    ring.commit(8, FrameKind::request, frame_first, p.handle.generation, 5000);  // lies: 5000 > 1000
+    MessageReader r(p.server);
+    std::vector<std::byte> out;
+    EXPECT_EQ(r.read_all(&out), Status::too_large);
+}
+
+TEST(Channel, ReaderRejectsFramesOfAnotherGenerationOrKind) {
+    Pair p;
+    RingView ring = p.seg.region().to_client(p.handle.index);
+    std::span<std::byte> w;
+    ASSERT_EQ(ring.try_reserve(4, 4, &w), Status::ok);
+    ring.commit(4, FrameKind::response, frame_first | frame_last, p.handle.generation + 1, 4);
+    MessageReader r(p.client);
+    std::vector<std::byte> out;
+    EXPECT_EQ(r.read_all(&out), Status::corrupt);
+
+    Pair q;
+    RingView ring2 = q.seg.region().to_client(q.handle.index);
+    ASSERT_EQ(ring2.try_reserve(4, 4, &w), Status::ok);
+    ring2.commit(4, FrameKind::request, frame_first | frame_last, q.handle.generation, 4);
+    MessageReader r2(q.client);
+    EXPECT_EQ(r2.read_all(&out), Status::corrupt);  // a client never receives a request
+}
+
+TEST(Channel, WaitingForDataTimesOutAtTheDeadline) {
+    Pair p;
+    MessageReader r(p.client);
+    r = MessageReader([&] {
+        Endpoint e = p.client;
+        e.policy.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+        return e;
+    }());
+    std::vector<std::byte> out;
+    EXPECT_EQ(r.read_all(&out), Status::timeout);
+    EXPECT_EQ(read_stats(p.seg.stats()).client[static_cast<int>(Counter::sleeps)], 1u);
+}
+
+/* -------------------------------------------------- ownership, epochs */
+
+TEST(Region, AbandonedSlotReturnsOnlyWhenTheServerLetsGo) {
+    TestSegment seg(params(1));
+    Region &r = seg.region();
+    r.begin_server_epoch();
+    SlotHandle h;
+    ASSERT_EQ(r.lease(1, &h), Status::ok);
+    std::uint64_t epoch;
+    ASSERT_EQ(r.begin_call(h, std::chrono::steady_clock::time_point::max(), &epoch), Status::ok);
+    std::uint64_t gen;
+    ASSERT_TRUE(accept_call(r, h.index, &gen));
+    EXPECT_FALSE(accept_call(r, h.index, &gen));  // a second ring of the bell
+    EXPECT_EQ(gen, h.generation);
+    r.abandon(h);
+    SlotHandle other;
+    EXPECT_EQ(r.lease(2, &other), Status::no_slot);  // server may still write
+    EXPECT_TRUE(r.client_gone(h.index, gen));
+    r.finish_serving(h.index);
+    ASSERT_EQ(r.lease(2, &other), Status::ok);
+    EXPECT_GT(other.generation, h.generation);
+    auto snap = read_stats(seg.stats());
+    EXPECT_EQ(snap.global[static_cast<int>(GlobalCounter::abandons)], 1u);
+}
+
+TEST(Region, NewServerEpochReleasesSlotsOfDeadCallsAndFailsWaiters) {
+    TestSegment seg(params(2));
+    Region &r = seg.region();
+    r.begin_server_epoch();
+    SlotHandle a, b;
+    ASSERT_EQ(r.lease(1, &a), Status::ok);
+    ASSERT_EQ(r.lease(2, &b), Status::ok);
+    std::uint64_t epoch;
+    ASSERT_EQ(r.begin_call(a, std::chrono::steady_clock::time_point::max(), &epoch), Status::ok);
+    ASSERT_EQ(r.begin_call(b, std::chrono::steady_clock::time_point::max(), &epoch), Status::ok);
+    r.abandon(a);  // a's client gave up; a's server is about to die
+    EXPECT_EQ(r.slots_in_use(), 2u);
+    EXPECT_EQ(r.begin_server_epoch(), epoch + 1);
+    EXPECT_EQ(r.slots_in_use(), 1u);  // a is back, b still leased by its client
+    Endpoint ep{&r, b.index, b.generation, epoch, true, nullptr, {}, nullptr};
+    EXPECT_EQ(ep.call_alive(), Status::server_restarted);
+    EXPECT_EQ(read_stats(seg.stats()).global[static_cast<int>(GlobalCounter::server_restarts)], 1u);
+}
+
+/* -------------------------------------------------------------- stats */
+
+TEST(Stats, HistogramBucketsAndSums) {
+    TestSegment seg(params(3));
+    StatsView s = seg.stats();
+    s.record_call(0, 900, false);            // <= 1 µs
+    s.record_call(1, 1'000, false);          // <= 1 µs (bound inclusive)
+    s.record_call(2, 1'001, true);           // <= 2.5 µs
+    s.record_call(2, 20'000'000'000, false); // +Inf
+    EXPECT_EQ(s.slot(3), nullptr);
+    auto snap = read_stats(s);
+    EXPECT_EQ(snap.calls, 4u);
+    EXPECT_EQ(snap.call_errors, 1u);
+    EXPECT_EQ(snap.latency_bucket[0], 2u);
+    EXPECT_EQ(snap.latency_bucket[1], 1u);
+    EXPECT_EQ(snap.latency_bucket[latency_buckets - 1], 1u);
+    EXPECT_EQ(snap.latency_sum_ns, 900u + 1'000 + 1'001 + 20'000'000'000);
+}
+
+TEST(Stats, RowsHaveUniqueNamesAndHelp) {
+    TestSegment seg(params());
+    auto rows = stat_rows(read_stats(seg.stats()));
+    std::set<std::string> names;
+    for (const auto &row : rows) {
+        EXPECT_TRUE(names.insert(row.name).second) << row.name;
+        EXPECT_FALSE(row.help.empty()) << row.name;
+    }
+    EXPECT_TRUE(names.count("client_wakeups_elided"));
+    EXPECT_TRUE(names.count("freelist_cas_retries"));
+}
+
+TEST(Stats, AttachRefusesForeignOrShortSegments) {
+    TestSegment seg(params(4));
+    auto *base = reinterpret_cast<std::byte *>(&seg.stats().header());
+    StatsView v;
+    EXPECT_EQ(StatsView::attach(base, seg.layout().stats_size, &v), Status::ok);
+    EXPECT_EQ(StatsView::attach(base, 16, &v), Status::corrupt);
+    EXPECT_EQ(StatsView::attach(base, seg.layout().stats_size - 64, &v), Status::corrupt);
+    seg.stats().header().version = 999;
+    EXPECT_EQ(StatsView::attach(base, seg.layout().stats_size, &v), Status::corrupt);
+}
