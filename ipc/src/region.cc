@@ -179,7 +179,7 @@ void Region::ring_doorbell(const SlotHandle &handle, Waker &waker, SideCounters 
     notify(header_->dispatcher, waker, counters);
 }
 
-std::uint64_t Region::begin_server_epoch() {
+std::uint64_t Region::begin_server_epoch(Waker &waker) {
     const std::uint64_t epoch = header_->server_epoch.fetch_add(1, std::memory_order_acq_rel) + 1;
     for (std::uint32_t i = 0; i < layout_.params.slots; ++i) {
         SlotControl *sc = slot(i);
@@ -189,6 +189,8 @@ std::uint64_t Region::begin_server_epoch() {
             if (sc->state.compare_exchange_weak(st, next, std::memory_order_acq_rel)) {
                 if (next == 0)
                     push_free(i);
+                else
+                    waker.wake(sc->client);  // it may sleep with no deadline
                 break;
             }
         }

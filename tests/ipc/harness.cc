@@ -13,8 +13,6 @@
 namespace courier::test {
 namespace {
 
-std::size_t align64(std::size_t n) { return (n + 63) / 64 * 64; }
-
 std::string unique_name() {
     static std::atomic<int> counter{0};
     return "courier-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
@@ -22,37 +20,16 @@ std::string unique_name() {
 
 }  // namespace
 
-TestSegment::TestSegment(ipc::RegionParams params) : name_(unique_name()), creator_(getpid()) {
-    if (ipc::compute_layout(params, &layout_) != ipc::Status::ok)
-        throw std::runtime_error(ipc::describe_layout_error(params));
-    const std::size_t stats_at = align64(layout_.region_size);
-    const std::size_t scratch_at = align64(stats_at + layout_.stats_size);
-    const std::size_t total = scratch_at + scratch_words * sizeof(std::uint64_t);
-    shm_ = bip::shared_memory_object(bip::create_only, name_.c_str(), bip::read_write);
-    shm_.truncate(static_cast<bip::offset_t>(total));
-    map_ = bip::mapped_region(shm_, bip::read_write);
-    auto *base = static_cast<std::byte *>(map_.get_address());
-    ipc::StatsView stats = ipc::StatsView::create(base + stats_at, layout_.stats_size, params.slots);
-    region_ = ipc::Region::create(base, layout_, stats);
-    scratch_ = reinterpret_cast<std::uint64_t *>(base + scratch_at);
+TestSegment::TestSegment(ipc::RegionParams params) : params_(params) {
+    std::string error;
+    seg_ = ipc::Segment::create(unique_name(), params, scratch_words * sizeof(std::uint64_t), &error);
+    if (!seg_)
+        throw std::runtime_error(error);
 }
 
-TestSegment::~TestSegment() {
-    if (getpid() == creator_)
-        bip::shared_memory_object::remove(name_.c_str());
-}
-
-std::unique_ptr<TestSegment::Mapping> TestSegment::map_again() const {
-    bip::shared_memory_object shm(bip::open_only, name_.c_str(), bip::read_write);
-    auto m = std::make_unique<Mapping>();
-    m->map = bip::mapped_region(shm, bip::read_write);
-    auto *base = static_cast<std::byte *>(m->map.get_address());
-    ipc::StatsView stats;
-    if (ipc::StatsView::attach(base + align64(layout_.region_size), layout_.stats_size, &stats) !=
-            ipc::Status::ok ||
-        ipc::Region::attach(base, layout_, stats, &m->region) != ipc::Status::ok)
-        return nullptr;
-    return m;
+std::unique_ptr<ipc::Segment> TestSegment::map_again() const {
+    std::string error;
+    return ipc::Segment::open(seg_->name(), params_, &error);
 }
 
 pid_t spawn(const std::function<int()> &fn, unsigned watchdog_seconds) {
@@ -104,7 +81,7 @@ void run_test_server(TestSegment &seg, ipc::Waker &waker, std::chrono::nanosecon
                      std::chrono::nanoseconds call_timeout) {
     ipc::WaitPolicy policy;
     policy.spin = spin;
-    seg.region().begin_server_epoch();
+    seg.region().begin_server_epoch(waker);
     auto stop = [&] { return seg.flag(stop_flag).load() != 0; };
     ipc::serve_inline(seg.region(), waker, policy, call_timeout, stop,
                       [&](ipc::ServerCall &call, std::string_view fn, std::span<const std::byte> payload) {
@@ -123,6 +100,11 @@ void run_test_server(TestSegment &seg, ipc::Waker &waker, std::chrono::nanosecon
                               call.respond_error("unknown function: " + std::string(fn));
                           }
                       });
+}
+
+void wait_for_server(TestSegment &seg, std::uint64_t epoch) {
+    while (seg.region().server_epoch() < epoch)
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
 }
 
 void stop_test_server(TestSegment &seg, ipc::Waker &waker) {

@@ -1,8 +1,8 @@
 /*
  * harness.h — real shared memory and real processes for the ipc tests.
  *
- * A TestSegment is a named Boost.Interprocess segment holding a region and
- * its stats segment, formatted by the ipc code itself. Children made with
+ * A TestSegment is an ipc::Segment (a named Boost.Interprocess segment
+ * holding a region and its stats) with scratch words for the tests. Children made with
  * spawn() inherit the mapping (fork), exactly as PostgreSQL backends inherit
  * the postmaster's; map_again() maps the same segment at another address to
  * show that nothing in it depends on where it is mapped.
@@ -20,47 +20,30 @@
 #include <string>
 #include <vector>
 
-#include <boost/interprocess/mapped_region.hpp>
-#include <boost/interprocess/shared_memory_object.hpp>
-
 #include "courier/ipc/call.h"
+#include "courier/ipc/segment.h"
 #include "courier/ipc/server.h"
 
 namespace courier::test {
 
-namespace bip = boost::interprocess;
-
 class TestSegment {
 public:
     explicit TestSegment(ipc::RegionParams params);
-    ~TestSegment();
-    TestSegment(const TestSegment &) = delete;
-    TestSegment &operator=(const TestSegment &) = delete;
 
-    ipc::Region &region() { return region_; }
-    ipc::StatsView stats() const { return region_.stats(); }
-    const ipc::RegionLayout &layout() const { return layout_; }
+    ipc::Region &region() { return seg_->region(); }
+    ipc::StatsView stats() { return seg_->region().stats(); }
+    const ipc::RegionLayout &layout() const { return seg_->layout(); }
     /* Scratch shared memory for test bookkeeping (owners, flags). */
-    std::uint64_t *scratch() { return scratch_; }
+    std::uint64_t *scratch() { return reinterpret_cast<std::uint64_t *>(seg_->extra()); }
     std::atomic<std::uint64_t> &flag(std::size_t i) {
-        return reinterpret_cast<std::atomic<std::uint64_t> *>(scratch_)[i];
+        return reinterpret_cast<std::atomic<std::uint64_t> *>(scratch())[i];
     }
-
     /* A second mapping of the same segment, attached through the ipc code. */
-    struct Mapping {
-        bip::mapped_region map;
-        ipc::Region region;
-    };
-    std::unique_ptr<Mapping> map_again() const;
+    std::unique_ptr<ipc::Segment> map_again() const;
 
 private:
-    std::string name_;
-    pid_t creator_;
-    ipc::RegionLayout layout_{};
-    bip::shared_memory_object shm_;
-    bip::mapped_region map_;
-    ipc::Region region_;
-    std::uint64_t *scratch_ = nullptr;
+    ipc::RegionParams params_;
+    std::unique_ptr<ipc::Segment> seg_;
 };
 
 inline constexpr std::size_t scratch_words = 1 << 16;
@@ -75,6 +58,8 @@ enum : std::size_t { stop_flag = 0 };
 void run_test_server(TestSegment &seg, ipc::Waker &waker, std::chrono::nanoseconds spin,
                      std::chrono::nanoseconds call_timeout = {});
 void stop_test_server(TestSegment &seg, ipc::Waker &waker);
+/* Calls made before the server's first epoch are cancelled when it starts. */
+void wait_for_server(TestSegment &seg, std::uint64_t epoch = 1);
 
 std::uint64_t fnv1a(std::span<const std::byte> bytes);
 std::vector<std::byte> random_bytes(std::uint64_t seed, std::size_t n);

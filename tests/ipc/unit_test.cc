@@ -373,8 +373,9 @@ TEST(Channel, WaitingForDataTimesOutAtTheDeadline) {
 
 TEST(Region, AbandonedSlotReturnsOnlyWhenTheServerLetsGo) {
     TestSegment seg(params(1));
+    FutexWaker waker;
     Region &r = seg.region();
-    r.begin_server_epoch();
+    r.begin_server_epoch(waker);
     SlotHandle h;
     ASSERT_EQ(r.lease(1, &h), Status::ok);
     std::uint64_t epoch;
@@ -396,8 +397,9 @@ TEST(Region, AbandonedSlotReturnsOnlyWhenTheServerLetsGo) {
 
 TEST(Region, NewServerEpochReleasesSlotsOfDeadCallsAndFailsWaiters) {
     TestSegment seg(params(2));
+    FutexWaker waker;
     Region &r = seg.region();
-    r.begin_server_epoch();
+    r.begin_server_epoch(waker);
     SlotHandle a, b;
     ASSERT_EQ(r.lease(1, &a), Status::ok);
     ASSERT_EQ(r.lease(2, &b), Status::ok);
@@ -406,7 +408,7 @@ TEST(Region, NewServerEpochReleasesSlotsOfDeadCallsAndFailsWaiters) {
     ASSERT_EQ(r.begin_call(b, std::chrono::steady_clock::time_point::max(), &epoch), Status::ok);
     r.abandon(a);  // a's client gave up; a's server is about to die
     EXPECT_EQ(r.slots_in_use(), 2u);
-    EXPECT_EQ(r.begin_server_epoch(), epoch + 1);
+    EXPECT_EQ(r.begin_server_epoch(waker), epoch + 1);
     EXPECT_EQ(r.slots_in_use(), 1u);  // a is back, b still leased by its client
     Endpoint ep{&r, b.index, b.generation, epoch, true, nullptr, {}, nullptr};
     EXPECT_EQ(ep.call_alive(), Status::server_restarted);

@@ -22,9 +22,10 @@
  *
  * Epochs: a serving process calls begin_server_epoch() when it starts. It
  * clears held_by_server on every slot (the old server will never finish
- * those calls) and releases slots whose client is gone too. Clients that
- * see the epoch change while waiting fail the call with server_restarted
- * and abandon the slot, whose rings may hold the dead server's bytes.
+ * those calls), releases slots whose client is gone too, and wakes the
+ * clients still waiting: they see the epoch change, fail the call with
+ * server_restarted and abandon the slot, whose rings may hold the dead
+ * server's bytes.
  *
  * The region stores indexes and offsets only, never pointers, so the same
  * code works over PostgreSQL's fixed shared memory (same address in every
@@ -123,7 +124,8 @@ public:
     void ring_doorbell(const SlotHandle &handle, Waker &waker, SideCounters *counters);
 
     /* --- server side --- */
-    std::uint64_t begin_server_epoch();
+    /* Cancels the calls of the previous epoch and wakes their clients. */
+    std::uint64_t begin_server_epoch(Waker &waker);
     std::uint64_t server_epoch() const {
         return header_->server_epoch.load(std::memory_order_acquire);
     }

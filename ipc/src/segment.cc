@@ -1,0 +1,76 @@
+#include "courier/ipc/segment.h"
+
+#include <unistd.h>
+
+#include <boost/interprocess/exceptions.hpp>
+
+namespace courier::ipc {
+namespace bip = boost::interprocess;
+
+std::size_t Segment::stats_offset(const RegionLayout &l) { return (l.region_size + 63) / 64 * 64; }
+std::size_t Segment::extra_offset(const RegionLayout &l) {
+    return (stats_offset(l) + l.stats_size + 63) / 64 * 64;
+}
+
+std::unique_ptr<Segment> Segment::create(const std::string &name, const RegionParams &params,
+                                         std::size_t extra_bytes, std::string *error) {
+    RegionLayout layout;
+    if (compute_layout(params, &layout) != Status::ok) {
+        *error = describe_layout_error(params);
+        return nullptr;
+    }
+    std::unique_ptr<Segment> s(new Segment());
+    try {
+        s->shm_ = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write);
+        s->name_ = name;
+        s->creator_ = getpid();
+        s->shm_.truncate(static_cast<bip::offset_t>(extra_offset(layout) + extra_bytes));
+        s->map_ = bip::mapped_region(s->shm_, bip::read_write);
+    } catch (const bip::interprocess_exception &e) {
+        *error = "shared memory segment " + name + ": " + e.what();
+        return nullptr;
+    }
+    auto *base = static_cast<std::byte *>(s->map_.get_address());
+    StatsView stats = StatsView::create(base + stats_offset(layout), layout.stats_size, params.slots);
+    s->region_ = Region::create(base, layout, stats);
+    s->extra_ = base + extra_offset(layout);
+    return s;
+}
+
+std::unique_ptr<Segment> Segment::open(const std::string &name, const RegionParams &params,
+                                       std::string *error) {
+    RegionLayout layout;
+    if (compute_layout(params, &layout) != Status::ok) {
+        *error = describe_layout_error(params);
+        return nullptr;
+    }
+    std::unique_ptr<Segment> s(new Segment());
+    try {
+        s->shm_ = bip::shared_memory_object(bip::open_only, name.c_str(), bip::read_write);
+        s->name_ = name;
+        s->map_ = bip::mapped_region(s->shm_, bip::read_write);
+    } catch (const bip::interprocess_exception &e) {
+        *error = "shared memory segment " + name + ": " + e.what();
+        return nullptr;
+    }
+    if (s->map_.get_size() < extra_offset(layout)) {
+        *error = "shared memory segment " + name + " is smaller than its layout";
+        return nullptr;
+    }
+    auto *base = static_cast<std::byte *>(s->map_.get_address());
+    StatsView stats;
+    if (StatsView::attach(base + stats_offset(layout), layout.stats_size, &stats) != Status::ok ||
+        Region::attach(base, layout, stats, &s->region_) != Status::ok) {
+        *error = "shared memory segment " + name + " does not hold a courier region of these parameters";
+        return nullptr;
+    }
+    s->extra_ = base + extra_offset(layout);
+    return s;
+}
+
+Segment::~Segment() {
+    if (creator_ == getpid())
+        bip::shared_memory_object::remove(name_.c_str());
+}
+
+}  // namespace courier::ipc

@@ -1,0 +1,355 @@
+/*
+ * Multi-process tests: real processes made with fork() over one
+ * Boost.Interprocess segment, as backends share PostgreSQL's memory.
+ * Children return non-zero (with a line on stderr) on any broken invariant.
+ */
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "harness.h"
+
+using namespace courier::ipc;
+using namespace courier::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+#define CHILD_CHECK(cond)                                                                   \
+    do {                                                                                    \
+        if (!(cond)) {                                                                      \
+            std::fprintf(stderr, "pid %d: %s:%d: check failed: %s\n", getpid(), __FILE__, \
+                         __LINE__, #cond);                                                  \
+            return 1;                                                                       \
+        }                                                                                   \
+    } while (0)
+
+/* Scratch layout (words). */
+enum : std::size_t {
+    w_mid_message = 1,
+    w_owner = 1024,       // per slot: processes holding it (must stay <= 1)
+    w_last_gen = 2048,    // per slot: generation of the last lease
+    w_in_service = 3072,  // per slot: 1 while the server's handler runs
+};
+
+WaitPolicy policy_with(std::chrono::nanoseconds spin, std::chrono::nanoseconds timeout = {}) {
+    WaitPolicy p;
+    p.spin = spin;
+    if (timeout.count() > 0)
+        p.deadline = std::chrono::steady_clock::now() + timeout;
+    return p;
+}
+
+/* Leases with retries while every slot is taken (bounded). */
+Status open_with_retry(Client &c) {
+    const auto end = std::chrono::steady_clock::now() + 30s;
+    for (;;) {
+        const Status s = c.open();
+        if (s != Status::no_slot || std::chrono::steady_clock::now() > end)
+            return s;
+        std::this_thread::yield();
+    }
+}
+
+}  // namespace
+
+TEST(MultiProcess, ConcurrentLeasesNeverShareASlotAndGenerationsGrow) {
+    constexpr int procs = 8, iterations = 20000;
+    TestSegment seg(RegionParams{16, 4096, 4096});
+    std::vector<pid_t> kids;
+    for (int p = 0; p < procs; ++p) {
+        kids.push_back(spawn([&] {
+            Region &r = seg.region();
+            auto *owner = reinterpret_cast<std::atomic<std::uint64_t> *>(seg.scratch() + w_owner);
+            std::uint64_t *last_gen = seg.scratch() + w_last_gen;
+            for (int i = 0; i < iterations; ++i) {
+                SlotHandle h;
+                Status s;
+                while ((s = r.lease(getpid(), &h)) == Status::no_slot)
+                    std::this_thread::yield();
+                CHILD_CHECK(s == Status::ok);
+                CHILD_CHECK(owner[h.index].fetch_add(1) == 0);
+                CHILD_CHECK(h.generation > last_gen[h.index]);
+                last_gen[h.index] = h.generation;
+                CHILD_CHECK(r.slot(h.index)->owner_pid.load() == getpid());
+                owner[h.index].fetch_sub(1);
+                CHILD_CHECK(r.release(h) == Status::ok);
+            }
+            return 0;
+        }));
+    }
+    for (pid_t k : kids)
+        EXPECT_TRUE(exited_ok(k));
+    EXPECT_EQ(seg.region().freelist().count_unsafe(), 16u);
+    EXPECT_EQ(seg.region().slots_in_use(), 0u);
+    auto snap = read_stats(seg.stats());
+    EXPECT_EQ(snap.global[static_cast<int>(GlobalCounter::leases)], std::uint64_t{procs} * iterations);
+    EXPECT_EQ(snap.global[static_cast<int>(GlobalCounter::releases)], std::uint64_t{procs} * iterations);
+    EXPECT_EQ(snap.slots_in_use, 0u);
+    std::printf("free-list CAS retries: %llu, empty events: %llu\n",
+                static_cast<unsigned long long>(snap.global[static_cast<int>(GlobalCounter::freelist_cas_retries)]),
+                static_cast<unsigned long long>(snap.global[static_cast<int>(GlobalCounter::freelist_empty)]));
+}
+
+/* Clients each send `calls` random-size requests, alternating echo and sum. */
+static int ping_pong_client(TestSegment &seg, int seed, int calls, std::size_t max_size,
+                            std::chrono::nanoseconds spin) {
+    FutexWaker waker;
+    wait_for_server(seg);
+    Client c(seg.region(), waker, getpid());
+    CHILD_CHECK(open_with_retry(c) == Status::ok);
+    std::mt19937 rng(static_cast<unsigned>(seed));
+    for (int i = 0; i < calls; ++i) {
+        std::size_t n = rng() % (max_size + 1);
+        if (i % 50 == 0)
+            n = 0;
+        const auto req = random_bytes(static_cast<std::uint64_t>(seed) * 1000003u + static_cast<unsigned>(i), n);
+        std::vector<std::byte> out;
+        FrameKind kind{};
+        const bool echo = i % 2 == 0;
+        const Status s = c.call(echo ? "echo" : "sum", req, &out, &kind, policy_with(spin, 20s));
+        if (s != Status::ok)
+            std::fprintf(stderr, "call %d of %zu bytes: %s\n", i, n, describe(s));
+        CHILD_CHECK(s == Status::ok);
+        CHILD_CHECK(kind == FrameKind::response);
+        if (echo) {
+            CHILD_CHECK(out.size() == n);
+            CHILD_CHECK(fnv1a(out) == fnv1a(req));
+        } else {
+            std::uint64_t h = 0;
+            CHILD_CHECK(out.size() == sizeof h);
+            std::memcpy(&h, out.data(), sizeof h);
+            CHILD_CHECK(h == fnv1a(req));
+        }
+    }
+    c.close();
+    return 0;
+}
+
+TEST(MultiProcess, PingPongOfRandomSizesUpToSeveralRingsWithChecksums) {
+    TestSegment seg(RegionParams{8, 4096, 1 << 20});
+    FutexWaker waker;
+    const pid_t server = spawn([&] {
+        run_test_server(seg, waker, 20us);
+        return 0;
+    });
+    std::vector<pid_t> kids;
+    for (int p = 0; p < 4; ++p)
+        kids.push_back(spawn([&, p] { return ping_pong_client(seg, p + 1, 400, 4 * 4096 + 17, 20us); }));
+    for (pid_t k : kids)
+        EXPECT_TRUE(exited_ok(k));
+    stop_test_server(seg, waker);
+    EXPECT_TRUE(exited_ok(server));
+    EXPECT_EQ(seg.region().slots_in_use(), 0u);
+    auto snap = read_stats(seg.stats());
+    EXPECT_EQ(snap.calls, 1600u);
+    EXPECT_EQ(snap.call_errors, 0u);
+    EXPECT_GT(snap.client[static_cast<int>(Counter::ring_full_stalls)] +
+                  snap.server[static_cast<int>(Counter::ring_full_stalls)],
+              0u);  // messages above the ring size had to stream
+}
+
+TEST(MultiProcess, LostWakeupStressWithZeroSpinParksEveryExchange) {
+    TestSegment seg(RegionParams{4, 4096, 65536});
+    FutexWaker waker;
+    const pid_t server = spawn([&] {
+        run_test_server(seg, waker, 0ns);
+        return 0;
+    });
+    std::vector<pid_t> kids;
+    for (int p = 0; p < 2; ++p)
+        kids.push_back(spawn([&, p] { return ping_pong_client(seg, 100 + p, 10000, 64, 0ns); }));
+    for (pid_t k : kids)
+        EXPECT_TRUE(exited_ok(k));  // a lost wakeup is a 20 s timeout → failure
+    stop_test_server(seg, waker);
+    EXPECT_TRUE(exited_ok(server));
+    auto snap = read_stats(seg.stats());
+    EXPECT_EQ(snap.calls, 20000u);
+    EXPECT_EQ(snap.client[static_cast<int>(Counter::spin_hits)], 0u);
+    EXPECT_GT(snap.client[static_cast<int>(Counter::sleeps)], 0u);
+    EXPECT_GT(snap.client[static_cast<int>(Counter::wakeups_sent)], 0u);
+    EXPECT_GT(snap.server[static_cast<int>(Counter::wakeups_sent)], 0u);
+}
+
+TEST(MultiProcess, AbandonRacesNeverReuseASlotTheServerMayWrite) {
+    constexpr int clients = 4, calls = 300;
+    TestSegment seg(RegionParams{clients, 4096, 65536});
+    FutexWaker waker;
+    const pid_t server = spawn([&] {
+        Region &r = seg.region();
+        r.begin_server_epoch(waker);
+        auto *in_service = reinterpret_cast<std::atomic<std::uint64_t> *>(seg.scratch() + w_in_service);
+        auto stop = [&] { return seg.flag(stop_flag).load() != 0; };
+        serve_inline(r, waker, policy_with(5us), 0ns, stop,
+                     [&](ServerCall &call, std::string_view, std::span<const std::byte> payload) {
+                         in_service[call.endpoint().index].store(1);
+                         std::uint32_t us = 0;
+                         std::memcpy(&us, payload.data(), sizeof us);
+                         std::this_thread::sleep_for(std::chrono::microseconds(us));
+                         call.respond_all(FrameKind::response, payload);
+                         in_service[call.endpoint().index].store(0);
+                     });
+        return 0;
+    });
+    std::vector<pid_t> kids;
+    for (int p = 0; p < clients; ++p) {
+        kids.push_back(spawn([&, p] {
+            auto *in_service = reinterpret_cast<std::atomic<std::uint64_t> *>(seg.scratch() + w_in_service);
+            wait_for_server(seg);
+            FutexWaker w;
+            Client c(seg.region(), w, getpid());
+            std::mt19937 rng(static_cast<unsigned>(p));
+            int completed = 0, abandoned = 0;
+            for (int i = 0; i < calls; ++i) {
+                if (!c.is_open()) {
+                    CHILD_CHECK(open_with_retry(c) == Status::ok);
+                    /* The server must not be inside a call on a slot we just got. */
+                    CHILD_CHECK(in_service[c.handle().index].load() == 0);
+                }
+                std::uint32_t payload[4] = {static_cast<std::uint32_t>(rng() % 2000),
+                                            static_cast<std::uint32_t>(p), static_cast<std::uint32_t>(i),
+                                            static_cast<std::uint32_t>(rng())};
+                std::vector<std::byte> out;
+                FrameKind kind{};
+                const Status s = c.call("sleep", std::as_bytes(std::span(payload)), &out, &kind,
+                                        policy_with(2us, std::chrono::microseconds(rng() % 2500)));
+                if (s == Status::ok) {
+                    ++completed;
+                    CHILD_CHECK(out.size() == sizeof payload);
+                    CHILD_CHECK(std::memcmp(out.data(), payload, sizeof payload) == 0);  // never a late reply
+                } else {
+                    CHILD_CHECK(s == Status::timeout);
+                    CHILD_CHECK(!c.is_open());  // a failed call abandons its slot
+                    ++abandoned;
+                }
+            }
+            c.close();
+            std::printf("client %d: %d completed, %d abandoned\n", p, completed, abandoned);
+            return 0;
+        }));
+    }
+    for (pid_t k : kids)
+        EXPECT_TRUE(exited_ok(k));
+    stop_test_server(seg, waker);
+    EXPECT_TRUE(exited_ok(server));
+    EXPECT_EQ(seg.region().slots_in_use(), 0u);
+    EXPECT_EQ(seg.region().freelist().count_unsafe(), static_cast<std::uint32_t>(clients));
+    auto snap = read_stats(seg.stats());
+    EXPECT_GT(snap.global[static_cast<int>(GlobalCounter::abandons)], 0u);
+    EXPECT_GT(snap.global[static_cast<int>(GlobalCounter::late_responses_dropped)], 0u);
+}
+
+TEST(MultiProcess, ServerKilledMidMessageFailsTheWaiterAndANewEpochRecovers) {
+    TestSegment seg(RegionParams{2, 4096, 1 << 20});
+    FutexWaker waker;
+    auto stalling_server = [&] {
+        seg.region().begin_server_epoch(waker);
+        auto stop = [&] { return false; };
+        serve_inline(seg.region(), waker, policy_with(5us), 0ns, stop,
+                     [&](ServerCall &call, std::string_view, std::span<const std::byte>) {
+                         MessageWriter w = call.respond(FrameKind::response, 100000);
+                         const auto half = random_bytes(1, 50000);
+                         w.write(std::span(half).first(3000));  // part of a frame is out
+                         seg.flag(w_mid_message).store(1);
+                         pause();  // SIGKILL arrives here
+                     });
+        return 0;
+    };
+    const pid_t server = spawn(stalling_server);
+    const pid_t client = spawn([&] {
+        wait_for_server(seg);
+        FutexWaker w;
+        Client c(seg.region(), w, getpid());
+        CHILD_CHECK(c.open() == Status::ok);
+        std::vector<std::byte> out;
+        FrameKind kind{};
+        const Status s = c.call("big", {}, &out, &kind, policy_with(10us));  // no deadline
+        CHILD_CHECK(s == Status::server_restarted);
+        CHILD_CHECK(!c.is_open());
+        /* The next call runs on a fresh slot against the new server. */
+        return ping_pong_client(seg, 7, 50, 9000, 10us);
+    });
+    while (seg.flag(w_mid_message).load() == 0)
+        std::this_thread::sleep_for(1ms);
+    kill(server, SIGKILL);
+    EXPECT_FALSE(exited_ok(server));
+    const pid_t server2 = spawn([&] {
+        run_test_server(seg, waker, 10us);
+        return 0;
+    });
+    EXPECT_TRUE(exited_ok(client));
+    stop_test_server(seg, waker);
+    EXPECT_TRUE(exited_ok(server2));
+    EXPECT_EQ(seg.region().slots_in_use(), 0u);
+    EXPECT_EQ(seg.region().freelist().count_unsafe(), 2u);
+    EXPECT_EQ(read_stats(seg.stats()).global[static_cast<int>(GlobalCounter::server_restarts)], 1u);
+}
+
+TEST(MultiProcess, ClientKilledMidMessageLeavesTheServerServingOthers) {
+    TestSegment seg(RegionParams{3, 4096, 1 << 20});
+    FutexWaker waker;
+    const pid_t server = spawn([&] {
+        run_test_server(seg, waker, 10us, 300ms);
+        return 0;
+    });
+    const pid_t victim = spawn([&] {
+        wait_for_server(seg);
+        FutexWaker w;
+        Client c(seg.region(), w, getpid());
+        CHILD_CHECK(c.open() == Status::ok);
+        CHILD_CHECK(c.start("echo", 100000, policy_with(10us)) == Status::ok);
+        const auto part = random_bytes(3, 20000);  // more than the ring: the server is reading
+        CHILD_CHECK(c.request().write(part) == Status::ok);
+        seg.flag(w_mid_message).store(1);
+        pause();
+        return 0;
+    });
+    while (seg.flag(w_mid_message).load() == 0)
+        std::this_thread::sleep_for(1ms);
+    kill(victim, SIGKILL);
+    EXPECT_FALSE(exited_ok(victim));
+    std::vector<pid_t> kids;
+    for (int p = 0; p < 2; ++p)
+        kids.push_back(spawn([&, p] { return ping_pong_client(seg, 50 + p, 200, 9000, 10us); }));
+    for (pid_t k : kids)
+        EXPECT_TRUE(exited_ok(k));
+    stop_test_server(seg, waker);
+    EXPECT_TRUE(exited_ok(server));
+    /* The dead client's slot stays leased to it (PostgreSQL would reset all
+     * of shared memory after a SIGKILL); nothing else is lost or shared. */
+    EXPECT_EQ(seg.region().slots_in_use(), 1u);
+    EXPECT_EQ(seg.region().freelist().count_unsafe(), 2u);
+}
+
+TEST(MultiProcess, SegmentMappedAtAnotherAddressWorksTheSame) {
+    TestSegment seg(RegionParams{2, 4096, 65536});
+    FutexWaker waker;
+    const pid_t server = spawn([&] {
+        run_test_server(seg, waker, 10us);
+        return 0;
+    });
+    const pid_t client = spawn([&] {
+        wait_for_server(seg);
+        auto m = seg.map_again();
+        CHILD_CHECK(m != nullptr);
+        CHILD_CHECK(static_cast<void *>(&m->region().header()) != static_cast<void *>(&seg.region().header()));
+        FutexWaker w;
+        Client c(m->region(), w, getpid());
+        CHILD_CHECK(c.open() == Status::ok);
+        const auto req = random_bytes(9, 10000);
+        std::vector<std::byte> out;
+        FrameKind kind{};
+        CHILD_CHECK(c.call("echo", req, &out, &kind, policy_with(10us, 10s)) == Status::ok);
+        CHILD_CHECK(out == req);
+        c.close();
+        return 0;
+    });
+    EXPECT_TRUE(exited_ok(client));
+    stop_test_server(seg, waker);
+    EXPECT_TRUE(exited_ok(server));
+}
