@@ -51,6 +51,7 @@ Status compute_layout(const RegionParams &params, RegionLayout *out) {
     l.rings_offset = align_up(at, cache_line);
     l.ring_stride = static_cast<std::size_t>(2 * params.ring_size);
     l.region_size = l.rings_offset + l.ring_stride * params.slots;
+    l.request_size = l.region_size + cache_line;
     l.stats_size = stats_segment_size(params.slots);
     *out = l;
     return Status::ok;

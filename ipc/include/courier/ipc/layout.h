@@ -57,6 +57,9 @@ struct RegionLayout {
     std::size_t rings_offset = 0;
     std::size_t ring_stride = 0;  // bytes of ring data per slot (both rings)
     std::size_t region_size = 0;  // the control region, all of the above
+    /* What a host must allocate: region_size plus slack to align the base
+     * to a cache line where the allocator only guarantees 8 bytes. */
+    std::size_t request_size = 0;
     std::size_t stats_size = 0;   // the separate stats segment
 };
 

@@ -1,0 +1,232 @@
+/*
+ * courier.cc — loading courier into PostgreSQL.
+ *
+ * _PG_init (in the postmaster, through shared_preload_libraries) defines the
+ * GUCs, asks for the region's memory, and registers the worker. The shmem
+ * startup hook then formats two things before any child is forked:
+ *
+ *   - the region ("courier" in pg_shmem_allocations), sized by ipc's
+ *     compute_layout() and nothing else;
+ *   - the stats segment, a POSIX shared memory object named after the
+ *     cluster's port (/courier-<port>), mode 0640, which the exporter maps
+ *     read-only without a database connection.
+ *
+ * After a crash the postmaster re-runs the hook with fresh shared memory:
+ * the stats segment is recreated with it. It is removed when the
+ * postmaster exits (children reset the postmaster's exit callbacks).
+ */
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "courier/ipc/layout.h"
+#include "host.h"
+
+extern "C" {
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/postmaster.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+PGDLLEXPORT void _PG_init(void);
+void courier_session_init(void);  // session.cc
+}
+
+namespace courier::ext {
+
+int guc_slots = 64;
+int guc_ring_size_kb = 64;
+int guc_max_message_size_kb = 64 * 1024;
+char *guc_runtime = nullptr;
+int guc_worker_threads = 4;
+int guc_spin_us = 50;
+int guc_call_timeout_ms = 0;
+int guc_slot_wait_timeout_ms = 5000;
+bool guc_enabled = true;
+
+namespace {
+
+ipc::Region region;
+bool region_ready = false;
+void *stats_base = nullptr;
+std::size_t stats_size = 0;
+char stats_name[64];
+bool stats_cleanup_registered = false;
+shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
+#if PG_VERSION_NUM >= 150000
+shmem_request_hook_type prev_shmem_request_hook = nullptr;
+#endif
+
+ipc::RegionParams params_from_gucs() {
+    return ipc::RegionParams{static_cast<std::uint32_t>(guc_slots),
+                             static_cast<std::uint64_t>(guc_ring_size_kb) * 1024,
+                             static_cast<std::uint64_t>(guc_max_message_size_kb) * 1024};
+}
+
+ipc::RegionLayout layout_or_fatal() {
+    ipc::RegionLayout layout;
+    const ipc::RegionParams p = params_from_gucs();
+    if (ipc::compute_layout(p, &layout) != ipc::Status::ok)
+        ereport(FATAL, (errmsg("invalid courier settings: %s", ipc::describe_layout_error(p)),
+                        errhint("Check courier.slots, courier.ring_size and courier.max_message_size.")));
+    return layout;
+}
+
+bool check_ring_size(int *newval, void **, GucSource) {
+    const int v = *newval;
+    if (v <= 0 || (v & (v - 1)) != 0) {
+        GUC_check_errdetail("courier.ring_size must be a power of two (for example 64kB or 1MB).");
+        return false;
+    }
+    return true;
+}
+
+void remove_stats_segment(int, Datum) {
+    if (stats_base != nullptr)
+        munmap(stats_base, stats_size);
+    stats_base = nullptr;
+    if (stats_name[0] != '\0')
+        shm_unlink(stats_name);
+}
+
+ipc::StatsView create_stats_segment(std::uint32_t slots) {
+    remove_stats_segment(0, 0);  // a previous life of this postmaster, or a crash
+    snprintf(stats_name, sizeof stats_name, "/courier-%d", PostPortNumber);
+    stats_size = ipc::stats_segment_size(slots);
+    int fd = shm_open(stats_name, O_CREAT | O_EXCL | O_RDWR, 0640);
+    if (fd < 0 && errno == EEXIST) {
+        shm_unlink(stats_name);  // left by a postmaster that was killed
+        fd = shm_open(stats_name, O_CREAT | O_EXCL | O_RDWR, 0640);
+    }
+    if (fd < 0)
+        ereport(FATAL, (errcode_for_file_access(),
+                        errmsg("could not create courier stats segment \"%s\": %m", stats_name)));
+    if (fchmod(fd, 0640) != 0 || ftruncate(fd, static_cast<off_t>(stats_size)) != 0) {
+        close(fd);
+        ereport(FATAL, (errcode_for_file_access(),
+                        errmsg("could not size courier stats segment \"%s\": %m", stats_name)));
+    }
+    stats_base = mmap(nullptr, stats_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (stats_base == MAP_FAILED) {
+        stats_base = nullptr;
+        ereport(FATAL, (errmsg("could not map courier stats segment \"%s\": %m", stats_name)));
+    }
+    if (!stats_cleanup_registered) {
+        on_proc_exit(remove_stats_segment, 0);
+        stats_cleanup_registered = true;
+    }
+    return ipc::StatsView::create(stats_base, stats_size, slots);
+}
+
+#if PG_VERSION_NUM >= 150000
+void shmem_request() {
+    if (prev_shmem_request_hook)
+        prev_shmem_request_hook();
+    RequestAddinShmemSpace(layout_or_fatal().request_size);
+}
+#endif
+
+void shmem_startup() {
+    if (prev_shmem_startup_hook)
+        prev_shmem_startup_hook();
+    const ipc::RegionLayout layout = layout_or_fatal();
+    LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+    bool found = false;
+    void *raw = ShmemInitStruct("courier", layout.request_size, &found);
+    auto *base = reinterpret_cast<void *>((reinterpret_cast<std::uintptr_t>(raw) + ipc::cache_line - 1) &
+                                          ~static_cast<std::uintptr_t>(ipc::cache_line - 1));
+    if (!found) {
+        region = ipc::Region::create(base, layout, create_stats_segment(layout.params.slots));
+        region_ready = true;
+    }
+    LWLockRelease(AddinShmemInitLock);
+}
+
+void define_gucs() {
+    DefineCustomIntVariable("courier.slots", "Number of courier slots (concurrent sessions).",
+                            "Each backend that calls courier holds one slot for its session. "
+                            "courier-config computes it from the expected concurrency.",
+                            &guc_slots, 64, 1, static_cast<int>(ipc::max_slots), PGC_POSTMASTER, 0,
+                            nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("courier.ring_size", "Size of each of a slot's two rings.",
+                            "A power of two between 4kB and 1GB. Larger messages stream through the ring.",
+                            &guc_ring_size_kb, 64, 4, 1024 * 1024, PGC_POSTMASTER, GUC_UNIT_KB,
+                            check_ring_size, nullptr, nullptr);
+    DefineCustomIntVariable("courier.max_message_size", "Largest request or response courier accepts.",
+                            "Enforced by both sides; a larger message fails the call with an error.",
+                            &guc_max_message_size_kb, 64 * 1024, 1, 1024 * 1024, PGC_POSTMASTER,
+                            GUC_UNIT_KB, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("courier.runtime", "Runtime library the courier worker loads after fork.",
+                               "A file name in the server's library directory, or an absolute path.",
+                               &guc_runtime, "courier_echo", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("courier.worker_threads", "Threads of the courier worker's pool.", nullptr,
+                            &guc_worker_threads, 4, 1, 1024, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("courier.spin_us",
+                            "Microseconds a waiting side spins before it sleeps on its latch.",
+                            "0 sleeps at once (lowest CPU use, highest latency).", &guc_spin_us, 50, 0,
+                            1000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("courier.call_timeout", "Longest a courier call may take; 0 waits forever.",
+                            nullptr, &guc_call_timeout_ms, 0, 0, INT_MAX, PGC_USERSET, GUC_UNIT_MS,
+                            nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("courier.slot_wait_timeout",
+                            "How long a call waits for a free courier slot before it fails.", nullptr,
+                            &guc_slot_wait_timeout_ms, 5000, 0, INT_MAX, PGC_USERSET, GUC_UNIT_MS,
+                            nullptr, nullptr, nullptr);
+    courier_session_init();  // defines courier.enabled with its assign hook
+#if PG_VERSION_NUM >= 150000
+    MarkGUCPrefixReserved("courier");
+#else
+    EmitWarningsOnPlaceholders("courier");
+#endif
+}
+
+void register_worker() {
+    BackgroundWorker w;
+    std::memset(&w, 0, sizeof w);
+    w.bgw_flags = BGWORKER_SHMEM_ACCESS;
+    w.bgw_start_time = BgWorkerStart_PostmasterStart;
+    w.bgw_restart_time = 1;
+    snprintf(w.bgw_name, BGW_MAXLEN, "courier worker");
+    snprintf(w.bgw_type, BGW_MAXLEN, "courier");
+    snprintf(w.bgw_library_name, BGW_MAXLEN, "courier");
+    snprintf(w.bgw_function_name, BGW_MAXLEN, "courier_worker_main");
+    RegisterBackgroundWorker(&w);
+}
+
+}  // namespace
+
+ipc::Region *shared_region() { return region_ready ? &region : nullptr; }
+
+}  // namespace courier::ext
+
+extern "C" void _PG_init(void) {
+    using namespace courier::ext;
+    if (!process_shared_preload_libraries_in_progress)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("courier must be loaded via shared_preload_libraries"),
+                        errhint("Add 'courier' to shared_preload_libraries in postgresql.conf and restart "
+                                "the server (courier-config install does both).")));
+    define_gucs();
+    layout_or_fatal();  // refuse bad settings before the postmaster allocates anything
+#if PG_VERSION_NUM >= 150000
+    prev_shmem_request_hook = shmem_request_hook;
+    shmem_request_hook = shmem_request;
+#else
+    RequestAddinShmemSpace(layout_or_fatal().request_size);
+#endif
+    prev_shmem_startup_hook = shmem_startup_hook;
+    shmem_startup_hook = shmem_startup;
+    register_worker();
+}

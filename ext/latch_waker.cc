@@ -1,0 +1,56 @@
+/*
+ * latch_waker.cc — ipc's wait protocol on PostgreSQL latches.
+ *
+ * prepare() is ResetLatch(MyLatch): the ipc core re-checks its condition
+ * after it, so a SetLatch that raced with the reset is never lost — the
+ * latch stays set and WaitLatch returns at once. park() reports a pending
+ * interrupt (cancel, terminate, timeouts) as `interrupted` so that the
+ * caller runs CHECK_FOR_INTERRUPTS() outside of any C++ frame.
+ */
+#include <chrono>
+
+#include "host.h"
+
+extern "C" {
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/wait_event.h"
+}
+
+namespace courier::ext {
+
+std::uint32_t LatchWaker::prepare(ipc::Waiter &self) {
+    if (!park_on_latch_)
+        return futex_.prepare(self);
+    ResetLatch(MyLatch);
+    return 0;
+}
+
+ipc::ParkResult LatchWaker::park(ipc::Waiter &self, std::uint32_t token,
+                                 std::chrono::nanoseconds timeout) {
+    if (!park_on_latch_)
+        return futex_.park(self, token, timeout);
+    int events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+    long ms = -1;
+    if (timeout.count() > 0) {
+        events |= WL_TIMEOUT;
+        ms = static_cast<long>((timeout.count() + 999'999) / 1'000'000);
+    }
+    const int rc = WaitLatch(MyLatch, events, ms, PG_WAIT_EXTENSION);
+    if (InterruptPending)
+        return ipc::ParkResult::interrupted;
+    return (rc & WL_TIMEOUT) ? ipc::ParkResult::timeout : ipc::ParkResult::woken;
+}
+
+void LatchWaker::wake(ipc::Waiter &peer) {
+    const std::int32_t proc = peer.latch_proc.load(std::memory_order_relaxed);
+    if (proc >= 0 && ProcGlobal != nullptr && static_cast<std::uint32_t>(proc) < ProcGlobal->allProcCount)
+        SetLatch(&GetPGProcByNumber(proc)->procLatch);
+    else
+        futex_.wake(peer);
+}
+
+std::chrono::nanoseconds spin_budget() { return std::chrono::microseconds(guc_spin_us); }
+
+}  // namespace courier::ext
