@@ -6,6 +6,7 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
 #include <cstring>
 #include <exception>
 
@@ -22,6 +23,8 @@ struct courier_response {
 
 namespace courier::worker {
 namespace {
+
+std::atomic<bool> stopping{false};
 
 int host_write(courier_response *r, const void *data, size_t len) {
     if (r->failed || r->gone)
@@ -49,12 +52,18 @@ void host_error(courier_response *r, const char *message, size_t len) {
 
 int host_cancelled(courier_response *r) {
     const ipc::Endpoint &ep = r->call->endpoint();
-    return r->gone || ep.region->client_gone(ep.index, ep.generation) ? 1 : 0;
+    return r->gone || stopping.load(std::memory_order_relaxed) || ep.region->client_gone(ep.index, ep.generation)
+               ? 1
+               : 0;
 }
 
 const courier_host host_table = {COURIER_RUNTIME_ABI_VERSION, host_write, host_error, host_cancelled};
 
 }  // namespace
+
+bool shutting_down() { return stopping.load(std::memory_order_relaxed); }
+
+void RuntimeHost::begin_shutdown() { stopping.store(true, std::memory_order_relaxed); }
 
 std::string resolve_runtime_path(const std::string &name, const std::string &libdir) {
     if (name.find('/') != std::string::npos)
@@ -118,6 +127,10 @@ void RuntimeHost::run_call(ipc::ServerCall &call) const {
         }
         if (response.failed || response.gone)
             return;
+        if (shutting_down() && !response.started) {
+            c.respond_error("the courier worker is shutting down; the call was cancelled");
+            return;
+        }
         if (response.started)
             response.writer.finish();
         else

@@ -30,6 +30,8 @@ public:
     const std::string &path() const { return path_; }
 
     void run_call(ipc::ServerCall &call) const;
+    /* From now on cancelled() is true for every call: the worker is stopping. */
+    void begin_shutdown();
 
 private:
     std::string path_;
@@ -38,6 +40,9 @@ private:
     const courier_runtime *runtime_ = nullptr;
     void *state_ = nullptr;
 };
+
+/* True once the worker has begun to stop (read by pool threads). */
+bool shutting_down();
 
 /* Where a runtime named `name` is looked for. */
 std::string resolve_runtime_path(const std::string &name, const std::string &libdir);

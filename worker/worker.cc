@@ -14,12 +14,16 @@
  * Pool threads run calls through the runtime; their only PostgreSQL call
  * is SetLatch (through LatchWaker::wake) to wake a backend.
  *
- * On SIGTERM it exits with status 1, so the postmaster starts it again
- * after courier.restart (1 s) unless the server is shutting down.
+ * On SIGTERM it tells the runtime to cancel (cancelled() turns true), gives
+ * running calls a second, and exits with status 1, so the postmaster starts
+ * it again after 1 s unless the server is shutting down. Calls still queued
+ * or running when it exits fail with "worker restarted" once the next
+ * worker begins its epoch.
  */
 #include <pthread.h>
 #include <signal.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -73,14 +77,24 @@ public:
         ready_.notify_one();
     }
 
-    void stop() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            stopping_ = true;
-        }
+    /*
+     * Stops taking calls and waits up to `grace` for the running ones (the
+     * runtime sees cancelled() and should return early). Threads still busy
+     * after that are left behind: the process exits under them, and the
+     * next worker's epoch fails their calls.
+     */
+    void stop(std::chrono::milliseconds grace) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        stopping_ = true;
         ready_.notify_all();
-        for (auto &t : threads_)
-            t.join();
+        const bool all_done = idle_.wait_for(lock, grace, [this] { return exited_ == threads_.size(); });
+        lock.unlock();
+        for (auto &t : threads_) {
+            if (all_done)
+                t.join();
+            else
+                t.detach();
+        }
         threads_.clear();
     }
 
@@ -92,8 +106,11 @@ private:
             {
                 std::unique_lock<std::mutex> lock(mutex_);
                 ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-                if (queue_.empty())
+                if (stopping_) {
+                    ++exited_;
+                    idle_.notify_all();
                     return;
+                }
                 job = queue_.front();
                 queue_.pop_front();
             }
@@ -109,7 +126,9 @@ private:
     std::vector<std::thread> threads_;
     std::mutex mutex_;
     std::condition_variable ready_;
+    std::condition_variable idle_;
     std::deque<Job> queue_;
+    std::size_t exited_ = 0;
     bool stopping_ = false;
 };
 
@@ -167,7 +186,8 @@ extern "C" void courier_worker_main(Datum) {
     }
 
     stats.server_up.store(0, std::memory_order_relaxed);
-    pool.stop();
+    worker::runtime.begin_shutdown();
+    pool.stop(std::chrono::seconds(1));
     worker::runtime.shutdown();
     ereport(LOG, (errmsg("courier worker shutting down")));
     proc_exit(1);

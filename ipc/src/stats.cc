@@ -124,6 +124,7 @@ std::vector<StatRow> stat_rows(const StatsSnapshot &snap) {
     std::vector<StatRow> rows;
     rows.push_back({"server_up", snap.server_up ? 1u : 0u, "1 while the serving process runs"});
     rows.push_back({"server_epoch", snap.server_epoch, "Epoch of the serving process"});
+    rows.push_back({"server_pid", snap.server_pid, "Process id of the serving process"});
     rows.push_back({"slots", snap.slots, "Slots configured"});
     rows.push_back({"slots_in_use", snap.slots_in_use, "Slots leased or being served"});
     for (std::size_t i = 0; i < global_counter_count; ++i)

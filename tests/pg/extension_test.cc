@@ -1,0 +1,323 @@
+/*
+ * courier in a real PostgreSQL 15 cluster: SQL functions, the worker, slot
+ * lifecycle under cancel/timeouts/termination, exhaustion, worker restarts
+ * and the clear errors for bad setups.
+ */
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <random>
+#include <thread>
+
+#include "cluster.h"
+
+using namespace courier::test;
+
+namespace {
+
+std::string random_string(std::size_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::string s(n, '\0');
+    for (auto &c : s)
+        c = static_cast<char>(rng() & 0xff);
+    return s;
+}
+
+int count_slots(Conn &c, const std::string &state) {
+    return std::stoi(c.value("SELECT count(*) FROM courier.slots() WHERE state = '" + state + "'"));
+}
+
+pid_t worker_pid(Conn &c) {
+    const std::string v = c.value("SELECT value FROM courier.stats() WHERE name = 'server_pid'");
+    return static_cast<pid_t>(std::stol(v));
+}
+
+/* Starts a query without waiting for it. */
+void send(Conn &c, const std::string &sql) { ASSERT_EQ(PQsendQuery(c.raw(), sql.c_str()), 1); }
+
+/* Collects the outcome of a sent query: "" on success, else the error. */
+std::string outcome(Conn &c) {
+    std::string error;
+    while (PGresult *r = PQgetResult(c.raw())) {
+        const auto st = PQresultStatus(r);
+        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+            error = PQresultErrorMessage(r);
+        PQclear(r);
+    }
+    return error;
+}
+
+class Courier : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        cluster = new Cluster({"courier.slots = 8", "courier.worker_threads = 3"});
+        ASSERT_TRUE(cluster->running()) << cluster->log();
+        Conn c = cluster->connect();
+        ASSERT_TRUE(c.ok());
+        ASSERT_TRUE(c.exec("CREATE EXTENSION courier"));
+    }
+    static void TearDownTestSuite() {
+        delete cluster;
+        cluster = nullptr;
+    }
+    static Cluster *cluster;
+};
+Cluster *Courier::cluster = nullptr;
+
+}  // namespace
+
+TEST_F(Courier, EchoesEverySizeIntactIncludingLargerThanTheRing) {
+    Conn c = cluster->connect();
+    for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{100 * 1024}, std::size_t{16 * 1024 * 1024}}) {
+        const std::string payload = random_string(n, static_cast<unsigned>(n));
+        std::string error;
+        auto out = c.bytea("SELECT courier.echo($1)", payload, &error);
+        ASSERT_TRUE(out) << n << ": " << error;
+        EXPECT_EQ(out->size(), n);
+        EXPECT_TRUE(*out == payload) << "payload of " << n << " bytes came back different";
+    }
+    /* md5 computed by the server on both sides, for a streamed message. */
+    EXPECT_EQ(c.value("SELECT md5(courier.echo(b)) = md5(b) FROM (SELECT decode(repeat('c0ffee', 1000000), 'hex') b) s"), "t");
+}
+
+TEST_F(Courier, RuntimeErrorsBecomeSqlErrorsAndTheWorkerSurvives) {
+    Conn c = cluster->connect();
+    const pid_t before = worker_pid(c);
+    ASSERT_GT(before, 0);
+    std::string error;
+    EXPECT_FALSE(c.exec("SELECT courier.call('no_such_fn', '')", &error));
+    EXPECT_NE(error.find("unknown function \"no_such_fn\""), std::string::npos) << error;
+    EXPECT_FALSE(c.exec("SELECT courier.call('fail', 'it broke')", &error));
+    EXPECT_NE(error.find("courier runtime error in \"fail\": it broke"), std::string::npos) << error;
+    EXPECT_FALSE(c.exec("SELECT courier.call('throw', 'kaboom')", &error));
+    EXPECT_NE(error.find("exception: kaboom"), std::string::npos) << error;
+    EXPECT_EQ(c.value("SELECT convert_from(courier.echo('still here'), 'UTF8')"), "still here");
+    EXPECT_EQ(worker_pid(c), before);
+}
+
+TEST_F(Courier, PostmasterHasOneThreadAndTheWorkerHasItsPool) {
+    Conn c = cluster->connect();
+    EXPECT_EQ(thread_count(cluster->postmaster_pid()), 1);
+    EXPECT_EQ(thread_count(worker_pid(c)), 1 + 3);
+    EXPECT_EQ(thread_count(c.backend_pid()), 1);  // backends never start threads
+}
+
+TEST_F(Courier, SharedMemoryAndStatsSegmentAreVisible) {
+    Conn c = cluster->connect();
+    EXPECT_EQ(c.value("SELECT count(*) FROM pg_shmem_allocations WHERE name = 'courier'"), "1");
+    struct stat st{};
+    const std::string seg = "/dev/shm/courier-" + std::to_string(cluster->port());
+    ASSERT_EQ(stat(seg.c_str(), &st), 0) << seg;
+    EXPECT_EQ(st.st_mode & 0777, 0640u);
+    EXPECT_EQ(c.value("SELECT value FROM courier.stats() WHERE name = 'server_up'"), "1");
+    EXPECT_EQ(c.value("SELECT value FROM courier.stats() WHERE name = 'slots'"), "8");
+}
+
+TEST_F(Courier, CancelTimeoutsAndTerminateGiveTheSlotBack) {
+    Conn admin = cluster->connect();
+    const std::vector<std::string> setups = {"", "SET statement_timeout = 100", "SET courier.call_timeout = 100", ""};
+    for (std::size_t i = 0; i < setups.size(); ++i) {
+        Conn c = cluster->connect();
+        if (!setups[i].empty()) {
+            ASSERT_TRUE(c.exec(setups[i]));
+        }
+        send(c, "SELECT courier.call('sleep', '5000')");
+        ASSERT_TRUE(eventually([&] { return count_slots(admin, "calling") == 1; }, 5)) << "case " << i;
+        if (i == 0)
+            admin.value("SELECT pg_cancel_backend(" + std::to_string(c.backend_pid()) + ")");
+        if (i == 3)
+            admin.value("SELECT pg_terminate_backend(" + std::to_string(c.backend_pid()) + ")");
+        const std::string err = outcome(c);
+        EXPECT_FALSE(err.empty()) << "case " << i;
+        if (i == 3) {
+            EXPECT_TRUE(eventually([&] { return count_slots(admin, "free") == 8; }, 5)) << "terminate";
+        } else {
+            /* The session keeps nothing of the abandoned call: its next call gets a fresh slot. */
+            EXPECT_TRUE(eventually([&] { return count_slots(admin, "free") == 8; }, 5)) << "case " << i << ": " << err;
+            EXPECT_EQ(c.value("SELECT convert_from(courier.echo('ok'), 'UTF8')"), "ok");
+            EXPECT_EQ(count_slots(admin, "leased"), 1);
+        }
+    }
+    EXPECT_EQ(admin.value("SELECT value > 0 FROM courier.stats() WHERE name = 'abandons'"), "t");
+}
+
+TEST_F(Courier, FiveHundredTimeoutsLeakNoSlot) {
+    Conn admin = cluster->connect();
+    Conn c = cluster->connect();
+    ASSERT_TRUE(c.exec("SET statement_timeout = 5"));
+    int errors = 0;
+    for (int i = 0; i < 500; ++i) {
+        std::string error;
+        if (!c.exec("SELECT courier.call('sleep', '1000')", &error))
+            ++errors;
+    }
+    EXPECT_EQ(errors, 500);
+    ASSERT_TRUE(c.exec("RESET statement_timeout"));
+    EXPECT_TRUE(eventually([&] { return count_slots(admin, "free") == 8; }, 10));
+    EXPECT_EQ(c.value("SELECT convert_from(courier.echo('after'), 'UTF8')"), "after");
+}
+
+TEST_F(Courier, DisablingOrLeavingGivesTheSlotBack) {
+    Conn admin = cluster->connect();
+    {
+        Conn c = cluster->connect();
+        c.value("SELECT courier.echo('x')");
+        EXPECT_EQ(admin.value("SELECT owner_pid FROM courier.slots() WHERE state = 'leased'"),
+                  std::to_string(c.backend_pid()));
+        ASSERT_TRUE(c.exec("SET courier.enabled = off"));
+        EXPECT_EQ(count_slots(admin, "leased"), 0);
+        std::string error;
+        EXPECT_FALSE(c.exec("SELECT courier.echo('x')", &error));
+        EXPECT_NE(error.find("courier is disabled in this session"), std::string::npos) << error;
+        ASSERT_TRUE(c.exec("SET courier.enabled = on"));
+        c.value("SELECT courier.echo('x')");
+        EXPECT_EQ(count_slots(admin, "leased"), 1);
+    }
+    EXPECT_TRUE(eventually([&] { return count_slots(admin, "free") == 8; }, 5));
+}
+
+TEST_F(Courier, CallsRequireAGrantAndMonitoringRequiresPgMonitor) {
+    Conn admin = cluster->connect();
+    ASSERT_TRUE(admin.exec("CREATE ROLE app LOGIN; CREATE ROLE watcher LOGIN IN ROLE pg_monitor"));
+    Conn app = cluster->connect("app");
+    ASSERT_TRUE(app.ok());
+    std::string error;
+    EXPECT_FALSE(app.exec("SELECT courier.echo('x')", &error));
+    EXPECT_NE(error.find("permission denied"), std::string::npos) << error;
+    ASSERT_TRUE(admin.exec("GRANT USAGE ON SCHEMA courier TO app; GRANT EXECUTE ON FUNCTION courier.echo(bytea) TO app"));
+    EXPECT_EQ(app.value("SELECT convert_from(courier.echo('x'), 'UTF8')"), "x");
+    EXPECT_FALSE(app.exec("SELECT * FROM courier.stats()", &error));
+    Conn watcher = cluster->connect("watcher");
+    EXPECT_EQ(watcher.value("SELECT count(*) > 10 FROM courier.stats()"), "t");
+}
+
+TEST(CourierCluster, MoreSessionsThanSlotsFailAfterTheWaitWithAClearMessage) {
+    Cluster cluster({"courier.slots = 2", "courier.slot_wait_timeout = 300"});
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn setup = cluster.connect();
+    ASSERT_TRUE(setup.exec("CREATE EXTENSION courier"));
+    std::vector<Conn> holders;
+    for (int i = 0; i < 2; ++i) {
+        holders.push_back(cluster.connect());
+        holders.back().value("SELECT courier.echo('hold')");
+    }
+    std::vector<std::thread> extra;
+    std::vector<std::string> errors(3);
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 3; ++i) {
+        extra.emplace_back([&, i] {
+            Conn c = cluster.connect();
+            std::string error;
+            if (!c.exec("SELECT courier.echo('more')", &error))
+                errors[static_cast<std::size_t>(i)] = error;
+        });
+    }
+    for (auto &t : extra)
+        t.join();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (const auto &e : errors) {
+        EXPECT_NE(e.find("all 2 courier slots are in use"), std::string::npos) << e;
+        EXPECT_NE(e.find("courier.slots"), std::string::npos) << e;
+        EXPECT_NE(e.find("courier-config"), std::string::npos) << e;
+    }
+    EXPECT_LT(seconds, 30.0) << "nobody hangs";
+    holders.clear();
+    Conn c = cluster.connect();
+    EXPECT_TRUE(eventually([&] {
+        std::string error;
+        return c.exec("SELECT courier.echo('now')", &error).has_value();
+    }, 5));
+}
+
+TEST(CourierCluster, WorkerExitFailsWaitingCallersAndTheWorkerComesBack) {
+    Cluster cluster({"courier.slots = 4"});
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn admin = cluster.connect();
+    ASSERT_TRUE(admin.exec("CREATE EXTENSION courier"));
+    const pid_t first = worker_pid(admin);
+    Conn c = cluster.connect();
+    send(c, "SELECT courier.call('sleep', '20000')");
+    ASSERT_TRUE(eventually([&] { return count_slots(admin, "calling") == 1; }, 5));
+    const auto start = std::chrono::steady_clock::now();
+    ASSERT_EQ(kill(first, SIGTERM), 0);
+    const std::string err = outcome(c);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    /* Either the runtime saw cancelled() and the call failed at once, or the
+     * new worker's epoch failed it: an ERROR in both cases, never a hang. */
+    EXPECT_NE(err.find("courier worker"), std::string::npos) << err;
+    EXPECT_LT(seconds, 5.0);
+    ASSERT_TRUE(eventually([&] { return worker_pid(admin) > 0 && worker_pid(admin) != first; }, 10));
+    EXPECT_EQ(c.value("SELECT convert_from(courier.echo('back'), 'UTF8')"), "back");
+    EXPECT_EQ(admin.value("SELECT value FROM courier.stats() WHERE name = 'server_restarts'"), "1");
+    EXPECT_NE(cluster.log().find("courier worker shutting down"), std::string::npos);
+    EXPECT_TRUE(eventually([&] { return count_slots(admin, "free") == 3; }, 5));  // c holds one
+}
+
+TEST(CourierCluster, WorkerSigkillRestartsPostgresAndCallsWorkAfterwards) {
+    Cluster cluster({"courier.slots = 4"});
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    pid_t worker;
+    {
+        Conn admin = cluster.connect();
+        ASSERT_TRUE(admin.exec("CREATE EXTENSION courier"));
+        admin.value("SELECT courier.echo('before')");
+        worker = worker_pid(admin);
+    }
+    ASSERT_EQ(kill(worker, SIGKILL), 0);
+    ASSERT_TRUE(eventually([&] {
+        Conn c = cluster.connect();
+        if (!c.ok())
+            return false;
+        std::string error;
+        auto r = c.exec("SELECT courier.echo('after')", &error);
+        return r.has_value();
+    }, 30)) << cluster.log();
+    EXPECT_NE(cluster.log().find("terminating any other active server processes"), std::string::npos);
+}
+
+TEST(CourierCluster, MissingRuntimeIsALogLineAndAClearErrorForEveryCall) {
+    Cluster cluster({"courier.runtime = 'no_such_runtime'"});
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn c = cluster.connect();
+    ASSERT_TRUE(c.exec("CREATE EXTENSION courier"));
+    std::string error;
+    EXPECT_FALSE(c.exec("SELECT courier.echo('x')", &error));
+    EXPECT_NE(error.find("could not load courier runtime"), std::string::npos) << error;
+    EXPECT_NE(error.find("no_such_runtime.so"), std::string::npos) << error;
+    EXPECT_NE(cluster.log().find("could not load courier runtime"), std::string::npos);
+}
+
+TEST(CourierCluster, MessageAboveTheMaximumIsRefused) {
+    Cluster cluster({"courier.max_message_size = '1MB'"});
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn c = cluster.connect();
+    ASSERT_TRUE(c.exec("CREATE EXTENSION courier"));
+    std::string error;
+    EXPECT_FALSE(c.bytea("SELECT courier.echo($1)", std::string(2 << 20, 'x'), &error));
+    EXPECT_NE(error.find("courier.max_message_size"), std::string::npos) << error;
+    EXPECT_TRUE(c.bytea("SELECT courier.echo($1)", std::string(512 << 10, 'x'), &error)) << error;
+}
+
+TEST(CourierCluster, WithoutPreloadCreateExtensionSaysHowToFixIt) {
+    Cluster cluster({}, /*preload=*/false);
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn c = cluster.connect();
+    std::string error;
+    EXPECT_FALSE(c.exec("CREATE EXTENSION courier", &error));
+    EXPECT_NE(error.find("courier must be loaded via shared_preload_libraries"), std::string::npos) << error;
+}
+
+TEST(CourierCluster, StatsSegmentIsRemovedAtShutdown) {
+    std::string seg;
+    {
+        Cluster cluster;
+        ASSERT_TRUE(cluster.running()) << cluster.log();
+        seg = "/dev/shm/courier-" + std::to_string(cluster.port());
+        struct stat st{};
+        EXPECT_EQ(stat(seg.c_str(), &st), 0);
+        cluster.stop();
+    }
+    struct stat st{};
+    EXPECT_NE(stat(seg.c_str(), &st), 0) << seg << " is still there";
+}
