@@ -53,6 +53,9 @@ private:
     ipc::FutexWaker futex_;
 };
 
+/* This process's PGPROC number (the field moved in PostgreSQL 17). */
+int my_proc_number();
+
 /* courier.spin_us as a duration. */
 std::chrono::nanoseconds spin_budget();
 

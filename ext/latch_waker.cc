@@ -51,6 +51,14 @@ void LatchWaker::wake(ipc::Waiter &peer) {
         futex_.wake(peer);
 }
 
+int my_proc_number() {
+#if PG_VERSION_NUM >= 170000
+    return MyProcNumber;
+#else
+    return MyProc->pgprocno;
+#endif
+}
+
 std::chrono::nanoseconds spin_budget() { return std::chrono::microseconds(guc_spin_us); }
 
 }  // namespace courier::ext

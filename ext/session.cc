@@ -141,7 +141,7 @@ void open_session() {
                         errhint("SET courier.enabled = on to use it.")));
     ipc::Region &r = region_or_error();
     if (client == nullptr)
-        client = new (client_storage) ipc::Client(r, backend_waker, MyProcPid, MyProc->pgprocno);
+        client = new (client_storage) ipc::Client(r, backend_waker, MyProcPid, my_proc_number());
     if (!callbacks_registered) {
         before_shmem_exit(on_backend_exit, 0);
         RegisterXactCallback(on_xact, nullptr);

@@ -148,7 +148,7 @@ extern "C" void courier_worker_main(Datum) {
     if (region == nullptr)
         ereport(ERROR, (errmsg("courier worker started without courier's shared memory")));
     ipc::StatsHeader &stats = region->stats().header();
-    region->header().dispatcher.latch_proc.store(MyProc->pgprocno, std::memory_order_relaxed);
+    region->header().dispatcher.latch_proc.store(ext::my_proc_number(), std::memory_order_relaxed);
     stats.server_pid.store(static_cast<std::uint64_t>(MyProcPid), std::memory_order_relaxed);
 
     if (!worker::runtime.load(ext::guc_runtime, pkglib_path, ext::guc_worker_threads))

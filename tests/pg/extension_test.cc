@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -101,6 +102,26 @@ TEST_F(Courier, PostmasterHasOneThreadAndTheWorkerHasItsPool) {
     EXPECT_EQ(thread_count(cluster->postmaster_pid()), 1);
     EXPECT_EQ(thread_count(worker_pid(c)), 1 + 3);
     EXPECT_EQ(thread_count(c.backend_pid()), 1);  // backends never start threads
+}
+
+/* A polling timer would show as voluntary context switches while idle. */
+TEST_F(Courier, AnIdleWorkerSleepsOnItsLatch) {
+    Conn c = cluster->connect();
+    c.value("SELECT courier.echo('wake up')");
+    const pid_t worker = worker_pid(c);
+    auto switches = [&] {
+        std::ifstream f("/proc/" + std::to_string(worker) + "/status");
+        std::string line;
+        long total = 0;
+        while (std::getline(f, line))
+            if (line.rfind("voluntary_ctxt_switches:", 0) == 0)
+                total += std::stol(line.substr(24));
+        return total;
+    };
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the spin budget run out
+    const long before = switches();
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    EXPECT_LE(switches() - before, 1) << "the worker woke up with no traffic";
 }
 
 TEST_F(Courier, SharedMemoryAndStatsSegmentAreVisible) {
