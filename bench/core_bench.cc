@@ -1,0 +1,295 @@
+/*
+ * courier-bench-core — the ipc core alone against the alternatives, in one run.
+ *
+ * Two processes (fork) ping-pong 64 bytes over:
+ *   floor      one atomic word each way, spinning: this machine's limit
+ *   core_spin  the ipc core, default spin budget
+ *   core_park  the ipc core, spin 0: every wait parks on a futex
+ *   pipe       two pipes
+ *   socket     a Unix-domain socketpair
+ *   mqueue     two Boost.Interprocess message_queues
+ * and streams 1 MiB and 16 MiB requests through the core, against memcpy of
+ * the same size in the same process.
+ *
+ * Round trips are timed in batches of 64 (a clock read per round trip would
+ * cost as much as the floor itself); median and p99 are over batch means.
+ * Output: one JSON object on stdout.
+ */
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <boost/interprocess/ipc/message_queue.hpp>
+
+#include "courier/ipc/segment.h"
+#include "courier/ipc/server.h"
+
+using namespace courier::ipc;
+using clock_type = std::chrono::steady_clock;
+namespace bip = boost::interprocess;
+
+namespace {
+
+constexpr int batch = 64;
+constexpr std::size_t msg = 64;
+
+struct Figures {
+    double median_ns = 0, p99_ns = 0;
+};
+
+double quantile(std::vector<double> v, double q) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
+}
+
+/* Round trips time_round_trips() makes, warm-up included: the peer must match. */
+int total_round_trips(int rounds) { return batch * 4 + (rounds + batch - 1) / batch * batch; }
+
+/* Runs `rounds` round trips in batches; returns per-round-trip figures. */
+Figures time_round_trips(int rounds, const std::function<void()> &round_trip) {
+    for (int i = 0; i < batch * 4; ++i)
+        round_trip();  // warm up both sides
+    std::vector<double> per;
+    for (int done = 0; done < rounds; done += batch) {
+        const auto t0 = clock_type::now();
+        for (int i = 0; i < batch; ++i)
+            round_trip();
+        per.push_back(std::chrono::duration<double, std::nano>(clock_type::now() - t0).count() / batch);
+    }
+    return {quantile(per, 0.5), quantile(per, 0.99)};
+}
+
+void print_figures(const char *name, const Figures &f, bool comma = true) {
+    std::printf("  \"%s\": {\"median_ns\": %.1f, \"p99_ns\": %.1f}%s\n", name, f.median_ns, f.p99_ns, comma ? "," : "");
+}
+
+template <typename Child>
+pid_t fork_child(Child &&child) {
+    std::fflush(nullptr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        child();
+        _exit(0);
+    }
+    return pid;
+}
+
+Figures bench_floor(int rounds) {
+    auto *word = static_cast<std::atomic<std::uint64_t> *>(
+        mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    word->store(0);
+    const std::uint64_t total = static_cast<std::uint64_t>(total_round_trips(rounds));
+    const pid_t pid = fork_child([&] {
+        for (std::uint64_t i = 0; i < total; ++i) {
+            while (word->load(std::memory_order_acquire) != 2 * i + 1)
+                cpu_relax();
+            word->store(2 * i + 2, std::memory_order_release);
+        }
+    });
+    std::uint64_t i = 0;
+    const Figures f = time_round_trips(rounds, [&] {
+        word->store(2 * i + 1, std::memory_order_release);
+        while (word->load(std::memory_order_acquire) != 2 * i + 2)
+            cpu_relax();
+        ++i;
+    });
+    waitpid(pid, nullptr, 0);
+    munmap(word, 4096);
+    return f;
+}
+
+Figures bench_fd_pair(int rounds, int a_out, int a_in, int b_out, int b_in) {
+    const int total = total_round_trips(rounds);
+    const pid_t pid = fork_child([&] {
+        char buf[msg];
+        for (int i = 0; i < total; ++i) {
+            std::size_t got = 0;
+            while (got < msg)
+                got += static_cast<std::size_t>(read(b_in, buf + got, msg - got));
+            if (write(b_out, buf, msg) != static_cast<ssize_t>(msg))
+                _exit(1);
+        }
+    });
+    char buf[msg] = {};
+    const Figures f = time_round_trips(rounds, [&] {
+        if (write(a_out, buf, msg) != static_cast<ssize_t>(msg))
+            std::abort();
+        std::size_t got = 0;
+        while (got < msg)
+            got += static_cast<std::size_t>(read(a_in, buf + got, msg - got));
+    });
+    waitpid(pid, nullptr, 0);
+    return f;
+}
+
+Figures bench_pipe(int rounds) {
+    int ab[2], ba[2];
+    if (pipe(ab) != 0 || pipe(ba) != 0)
+        std::abort();
+    const Figures f = bench_fd_pair(rounds, ab[1], ba[0], ba[1], ab[0]);
+    for (int fd : {ab[0], ab[1], ba[0], ba[1]})
+        close(fd);
+    return f;
+}
+
+Figures bench_socket(int rounds) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+        std::abort();
+    const Figures f = bench_fd_pair(rounds, sv[0], sv[0], sv[1], sv[1]);
+    close(sv[0]);
+    close(sv[1]);
+    return f;
+}
+
+Figures bench_mqueue(int rounds) {
+    const std::string a = "courier-bench-mq-a-" + std::to_string(getpid());
+    const std::string b = "courier-bench-mq-b-" + std::to_string(getpid());
+    bip::message_queue::remove(a.c_str());
+    bip::message_queue::remove(b.c_str());
+    bip::message_queue to_child(bip::create_only, a.c_str(), 4, msg);
+    bip::message_queue to_parent(bip::create_only, b.c_str(), 4, msg);
+    const int total = total_round_trips(rounds);
+    const pid_t pid = fork_child([&] {
+        char buf[msg];
+        bip::message_queue::size_type got;
+        unsigned prio;
+        for (int i = 0; i < total; ++i) {
+            to_child.receive(buf, msg, got, prio);
+            to_parent.send(buf, got, 0);
+        }
+    });
+    char buf[msg] = {};
+    bip::message_queue::size_type got;
+    unsigned prio;
+    const Figures f = time_round_trips(rounds, [&] {
+        to_child.send(buf, msg, 0);
+        to_parent.receive(buf, msg, got, prio);
+    });
+    waitpid(pid, nullptr, 0);
+    bip::message_queue::remove(a.c_str());
+    bip::message_queue::remove(b.c_str());
+    return f;
+}
+
+/* The core with an echo server in a child process. */
+struct CoreServer {
+    std::unique_ptr<Segment> seg;
+    pid_t pid = -1;
+
+    CoreServer(std::uint64_t ring, std::uint64_t max, std::chrono::nanoseconds spin) {
+        std::string error;
+        seg = Segment::create("courier-bench-" + std::to_string(getpid()), RegionParams{2, ring, max}, 64, &error);
+        if (!seg) {
+            std::fprintf(stderr, "courier-bench-core: %s\n", error.c_str());
+            std::exit(1);
+        }
+        pid = fork_child([&] {
+            FutexWaker waker;
+            WaitPolicy policy;
+            policy.spin = spin;
+            seg->region().begin_server_epoch(waker);
+            serve_inline(seg->region(), waker, policy, std::chrono::seconds(30), [&] { return stop().load() != 0; },
+                         [](ServerCall &call, std::string_view, std::span<const std::byte> payload) {
+                             /* Echo small messages; acknowledge large ones (the stream is one-way). */
+                             if (payload.size() <= 4096)
+                                 call.respond_all(FrameKind::response, payload);
+                             else
+                                 call.respond_all(FrameKind::response, {});
+                         });
+        });
+        while (seg->region().server_epoch() == 0)
+            usleep(100);
+    }
+    ~CoreServer() {
+        FutexWaker waker;
+        stop().store(1);
+        waker.wake(seg->region().header().dispatcher);
+        waitpid(pid, nullptr, 0);
+    }
+    std::atomic<std::uint64_t> &stop() { return *reinterpret_cast<std::atomic<std::uint64_t> *>(seg->extra()); }
+};
+
+Figures bench_core(int rounds, std::chrono::nanoseconds spin) {
+    CoreServer server(65536, 1 << 20, spin);
+    FutexWaker waker;
+    Client client(server.seg->region(), waker, getpid());
+    if (client.open() != Status::ok)
+        std::abort();
+    std::vector<std::byte> req(msg, std::byte{7}), out;
+    WaitPolicy policy;
+    policy.spin = spin;
+    FrameKind kind;
+    return time_round_trips(rounds, [&] {
+        if (client.call("echo", req, &out, &kind, policy) != Status::ok || out.size() != msg)
+            std::abort();
+    });
+}
+
+/* Bytes per second through the core (one way, request) and through memcpy. */
+std::pair<double, double> bench_stream(std::size_t size, int messages) {
+    CoreServer server(65536, size + 64, std::chrono::microseconds(50));
+    FutexWaker waker;
+    Client client(server.seg->region(), waker, getpid());
+    if (client.open() != Status::ok)
+        std::abort();
+    std::vector<std::byte> req(size, std::byte{3}), out, copy(size);
+    WaitPolicy policy;
+    FrameKind kind;
+    auto one = [&] {
+        if (client.call("sink", req, &out, &kind, policy) != Status::ok)
+            std::abort();
+    };
+    one();
+    auto t0 = clock_type::now();
+    for (int i = 0; i < messages; ++i)
+        one();
+    const double core = static_cast<double>(size) * messages / std::chrono::duration<double>(clock_type::now() - t0).count();
+    std::memcpy(copy.data(), req.data(), size);
+    t0 = clock_type::now();
+    for (int i = 0; i < messages; ++i) {
+        std::memcpy(copy.data(), req.data(), size);
+        asm volatile("" : : "r"(copy.data()) : "memory");
+    }
+    const double mem = static_cast<double>(size) * messages / std::chrono::duration<double>(clock_type::now() - t0).count();
+    return {core, mem};
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    int rounds = 200000;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--quick") == 0) {
+            rounds = 5000;
+        } else {
+            std::fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+            return 2;
+        }
+    }
+    std::printf("{\n  \"rtt_64B\": {\n");
+    print_figures("floor", bench_floor(rounds));
+    print_figures("core_spin", bench_core(rounds, std::chrono::microseconds(50)));
+    print_figures("core_park", bench_core(rounds / 4, std::chrono::nanoseconds(0)));
+    print_figures("pipe", bench_pipe(rounds / 4));
+    print_figures("socket", bench_socket(rounds / 4));
+    print_figures("mqueue", bench_mqueue(rounds / 4), false);
+    std::printf("  },\n  \"stream\": {\n");
+    const int big = rounds >= 200000 ? 1 : 0;
+    const auto [core1, mem1] = bench_stream(1 << 20, big ? 400 : 20);
+    const auto [core16, mem16] = bench_stream(16 << 20, big ? 25 : 2);
+    std::printf("    \"1MiB\": {\"core_bytes_per_s\": %.0f, \"memcpy_bytes_per_s\": %.0f},\n", core1, mem1);
+    std::printf("    \"16MiB\": {\"core_bytes_per_s\": %.0f, \"memcpy_bytes_per_s\": %.0f}\n", core16, mem16);
+    std::printf("  }\n}\n");
+    return 0;
+}

@@ -1,0 +1,384 @@
+/*
+ * courier_bench — round trips timed inside the backend, for courier and for
+ * what an extension author would otherwise use. Not part of any package.
+ *
+ *   courier_bench.rtt(transport, size, n) → median_ns, p99_ns, mb_per_s
+ *     transport 'courier': courier_call("echo") through the C API;
+ *     'shm_mq': a pair of shm_mq queues in a DSM segment to an echo in a
+ *       dynamic background worker, set up the way test_shm_mq does;
+ *     'socket': a Unix-domain socket to an echo in a dynamic background
+ *       worker (length-prefixed messages), the sidecar design.
+ *   courier_bench.echo_loop(size, start_at, duration_ms) → calls, cpu_s
+ *     waits until start_at (epoch seconds), then calls courier.echo for
+ *     duration_ms; returns the calls made and this backend's CPU seconds.
+ *
+ * Each round trip is timed with clock_gettime(CLOCK_MONOTONIC); the echo
+ * peers use queues and sockets as large as courier's ring (64 kB).
+ */
+#include "postgres.h"
+
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "courier/courier.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/shm_mq.h"
+#include "storage/shm_toc.h"
+#include "utils/builtins.h"
+#include "utils/resowner.h"
+#include "tcop/tcopprot.h"
+
+PG_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(courier_bench_rtt);
+PG_FUNCTION_INFO_V1(courier_bench_echo_loop);
+PGDLLEXPORT void courier_bench_shm_mq_worker(Datum arg);
+PGDLLEXPORT void courier_bench_socket_worker(Datum arg);
+
+#define BENCH_MAGIC 0x636f7572
+#define QUEUE_SIZE (64 * 1024)
+
+static double
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec * 1e9 + (double) ts.tv_nsec;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double		x = *(const double *) a,
+				y = *(const double *) b;
+
+	return (x > y) - (x < y);
+}
+
+static BackgroundWorkerHandle *
+start_echo_worker(const char *function, Datum arg)
+{
+	BackgroundWorker w;
+	BackgroundWorkerHandle *handle;
+	pid_t		pid;
+
+	memset(&w, 0, sizeof w);
+	w.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	w.bgw_start_time = BgWorkerStart_ConsistentState;
+	w.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(w.bgw_name, BGW_MAXLEN, "courier_bench echo");
+	snprintf(w.bgw_type, BGW_MAXLEN, "courier_bench echo");
+	snprintf(w.bgw_library_name, BGW_MAXLEN, "courier_bench");
+	snprintf(w.bgw_function_name, BGW_MAXLEN, "%s", function);
+	w.bgw_main_arg = arg;
+	w.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&w, &handle))
+		ereport(ERROR, (errmsg("could not start the benchmark's echo worker"),
+						errhint("Raise max_worker_processes.")));
+	if (WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
+		ereport(ERROR, (errmsg("the benchmark's echo worker did not start")));
+	return handle;
+}
+
+/* ---------------------------------------------------------------- shm_mq */
+
+void
+courier_bench_shm_mq_worker(Datum arg)
+{
+	dsm_segment *seg;
+	shm_toc    *toc;
+	shm_mq_handle *in,
+			   *out;
+
+	BackgroundWorkerUnblockSignals();
+	CurrentResourceOwner = ResourceOwnerCreate(NULL, "courier_bench");
+	seg = dsm_attach(DatumGetUInt32(arg));
+	if (seg == NULL)
+		proc_exit(1);
+	toc = shm_toc_attach(BENCH_MAGIC, dsm_segment_address(seg));
+	shm_mq_set_receiver(shm_toc_lookup(toc, 1, false), MyProc);
+	shm_mq_set_sender(shm_toc_lookup(toc, 2, false), MyProc);
+	in = shm_mq_attach(shm_toc_lookup(toc, 1, false), seg, NULL);
+	out = shm_mq_attach(shm_toc_lookup(toc, 2, false), seg, NULL);
+	for (;;)
+	{
+		Size		len;
+		void	   *data;
+
+		if (shm_mq_receive(in, &len, &data, false) != SHM_MQ_SUCCESS)
+			break;
+		if (shm_mq_send(out, len, data, false, true) != SHM_MQ_SUCCESS)
+			break;
+	}
+	proc_exit(0);
+}
+
+typedef struct Transport
+{
+	/* shm_mq */
+	dsm_segment *seg;
+	shm_mq_handle *out,
+			   *in;
+	/* socket */
+	int			fd;
+	char	   *buf;
+	BackgroundWorkerHandle *worker;
+} Transport;
+
+static void
+shm_mq_open(Transport *t)
+{
+	shm_toc_estimator e;
+	Size		size;
+	shm_toc    *toc;
+	shm_mq	   *to_worker,
+			   *from_worker;
+
+	shm_toc_initialize_estimator(&e);
+	shm_toc_estimate_chunk(&e, QUEUE_SIZE);
+	shm_toc_estimate_chunk(&e, QUEUE_SIZE);
+	shm_toc_estimate_keys(&e, 2);
+	size = shm_toc_estimate(&e);
+	t->seg = dsm_create(size, 0);
+	toc = shm_toc_create(BENCH_MAGIC, dsm_segment_address(t->seg), size);
+	to_worker = shm_mq_create(shm_toc_allocate(toc, QUEUE_SIZE), QUEUE_SIZE);
+	shm_toc_insert(toc, 1, to_worker);
+	from_worker = shm_mq_create(shm_toc_allocate(toc, QUEUE_SIZE), QUEUE_SIZE);
+	shm_toc_insert(toc, 2, from_worker);
+	shm_mq_set_sender(to_worker, MyProc);
+	shm_mq_set_receiver(from_worker, MyProc);
+	t->worker = start_echo_worker("courier_bench_shm_mq_worker",
+								  UInt32GetDatum(dsm_segment_handle(t->seg)));
+	t->out = shm_mq_attach(to_worker, t->seg, t->worker);
+	t->in = shm_mq_attach(from_worker, t->seg, t->worker);
+}
+
+static void
+shm_mq_round_trip(Transport *t, const char *data, int size)
+{
+	Size		len;
+	void	   *reply;
+
+	if (shm_mq_send(t->out, size, data, false, true) != SHM_MQ_SUCCESS ||
+		shm_mq_receive(t->in, &len, &reply, false) != SHM_MQ_SUCCESS || (int) len != size)
+		ereport(ERROR, (errmsg("shm_mq round trip failed")));
+}
+
+static void
+shm_mq_close(Transport *t)
+{
+	shm_mq_detach(t->out);
+	shm_mq_detach(t->in);
+	dsm_detach(t->seg);
+}
+
+/* ---------------------------------------------------------------- socket */
+
+static bool
+full_io(int fd, char *buf, size_t len, bool writing)
+{
+	size_t		done = 0;
+
+	while (done < len)
+	{
+		ssize_t		n = writing ? write(fd, buf + done, len - done) : read(fd, buf + done, len - done);
+
+		if (n <= 0)
+			return false;
+		done += (size_t) n;
+	}
+	return true;
+}
+
+static void
+socket_path(char *path, size_t len, int pid)
+{
+	snprintf(path, len, "/tmp/courier-bench-%d.sock", pid);
+}
+
+void
+courier_bench_socket_worker(Datum arg)
+{
+	struct sockaddr_un addr;
+	int			fd;
+	char	   *buf = malloc(64 * 1024 * 1024 + 4);
+
+	BackgroundWorkerUnblockSignals();
+	memset(&addr, 0, sizeof addr);
+	addr.sun_family = AF_UNIX;
+	socket_path(addr.sun_path, sizeof addr.sun_path, DatumGetInt32(arg));
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (buf == NULL || connect(fd, (struct sockaddr *) &addr, sizeof addr) != 0)
+		proc_exit(1);
+	for (;;)
+	{
+		uint32		len;
+
+		if (!full_io(fd, (char *) &len, 4, false) || len > 64 * 1024 * 1024 ||
+			!full_io(fd, buf, len, false) ||
+			!full_io(fd, (char *) &len, 4, true) || !full_io(fd, buf, len, true))
+			break;
+	}
+	proc_exit(0);
+}
+
+static void
+socket_open(Transport *t, int max_size)
+{
+	struct sockaddr_un addr;
+	int			listener;
+	struct pollfd pfd;
+	int			bufsize = QUEUE_SIZE;
+
+	memset(&addr, 0, sizeof addr);
+	addr.sun_family = AF_UNIX;
+	socket_path(addr.sun_path, sizeof addr.sun_path, MyProcPid);
+	unlink(addr.sun_path);
+	listener = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (listener < 0 || bind(listener, (struct sockaddr *) &addr, sizeof addr) != 0 || listen(listener, 1) != 0)
+		ereport(ERROR, (errmsg("could not listen on %s: %m", addr.sun_path)));
+	t->worker = start_echo_worker("courier_bench_socket_worker", Int32GetDatum(MyProcPid));
+	pfd.fd = listener;
+	pfd.events = POLLIN;
+	if (poll(&pfd, 1, 10000) != 1)
+		ereport(ERROR, (errmsg("the socket echo worker did not connect")));
+	t->fd = accept(listener, NULL, NULL);
+	close(listener);
+	unlink(addr.sun_path);
+	if (t->fd < 0)
+		ereport(ERROR, (errmsg("accept failed: %m")));
+	setsockopt(t->fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof bufsize);
+	setsockopt(t->fd, SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof bufsize);
+	t->buf = palloc(max_size + 4);
+}
+
+static void
+socket_round_trip(Transport *t, const char *data, int size)
+{
+	uint32		len = (uint32) size;
+
+	if (!full_io(t->fd, (char *) &len, 4, true) || !full_io(t->fd, (char *) data, len, true) ||
+		!full_io(t->fd, (char *) &len, 4, false) || len != (uint32) size ||
+		!full_io(t->fd, t->buf, len, false))
+		ereport(ERROR, (errmsg("socket round trip failed")));
+}
+
+/* ---------------------------------------------------------------- rtt */
+
+Datum
+courier_bench_rtt(PG_FUNCTION_ARGS)
+{
+	char	   *transport = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int			size = PG_GETARG_INT32(1);
+	int			n = PG_GETARG_INT32(2);
+	char	   *data;
+	double	   *samples;
+	Transport	t;
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	int			warmup = n / 10 + 1;
+
+	if (size < 0 || n < 1)
+		ereport(ERROR, (errmsg("size must be >= 0 and n >= 1")));
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	data = palloc(size + 1);
+	memset(data, 'x', size);
+	samples = palloc(sizeof(double) * n);
+	memset(&t, 0, sizeof t);
+	if (strcmp(transport, "shm_mq") == 0)
+		shm_mq_open(&t);
+	else if (strcmp(transport, "socket") == 0)
+		socket_open(&t, size);
+	else if (strcmp(transport, "courier") != 0)
+		ereport(ERROR, (errmsg("unknown transport \"%s\"", transport),
+						errhint("Use courier, shm_mq or socket.")));
+
+	for (int i = -warmup; i < n; i++)
+	{
+		double		t0 = now_ns();
+
+		if (t.seg != NULL)
+			shm_mq_round_trip(&t, data, size);
+		else if (t.buf != NULL)
+			socket_round_trip(&t, data, size);
+		else
+		{
+			struct varlena *r = courier_call("echo", data, size);
+
+			if (VARSIZE(r) - VARHDRSZ != (Size) size)
+				ereport(ERROR, (errmsg("courier echo returned the wrong size")));
+			pfree(r);
+		}
+		if (i >= 0)
+			samples[i] = now_ns() - t0;
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (t.seg != NULL)
+		shm_mq_close(&t);
+	if (t.buf != NULL)
+		close(t.fd);
+	if (t.worker != NULL)
+		WaitForBackgroundWorkerShutdown(t.worker);
+
+	qsort(samples, n, sizeof(double), cmp_double);
+	values[0] = Float8GetDatum(samples[n / 2]);
+	values[1] = Float8GetDatum(samples[Min(n - 1, (int) (n * 0.99))]);
+	values[2] = Float8GetDatum(samples[n / 2] > 0 ? (double) size / samples[n / 2] * 1e3 : 0);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+Datum
+courier_bench_echo_loop(PG_FUNCTION_ARGS)
+{
+	int			size = PG_GETARG_INT32(0);
+	double		start_at = PG_GETARG_FLOAT8(1);
+	int			duration_ms = PG_GETARG_INT32(2);
+	char	   *data = palloc(size + 1);
+	int64		calls = 0;
+	struct rusage r0,
+				r1;
+	struct timespec wall;
+	double		end_ns;
+	TupleDesc	desc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	memset(data, 'y', size);
+	courier_open_session();
+	for (;;)
+	{
+		clock_gettime(CLOCK_REALTIME, &wall);
+		if ((double) wall.tv_sec + wall.tv_nsec / 1e9 >= start_at)
+			break;
+		pg_usleep(1000);
+		CHECK_FOR_INTERRUPTS();
+	}
+	getrusage(RUSAGE_SELF, &r0);
+	end_ns = now_ns() + duration_ms * 1e6;
+	while (now_ns() < end_ns)
+	{
+		pfree(courier_call("echo", data, size));
+		calls++;
+		CHECK_FOR_INTERRUPTS();
+	}
+	getrusage(RUSAGE_SELF, &r1);
+	values[0] = Int64GetDatum(calls);
+	values[1] = Float8GetDatum((r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) + (r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) +
+							   ((r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) + (r1.ru_stime.tv_usec - r0.ru_stime.tv_usec)) / 1e6);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""Checks that bench/run --json wrote every figure the issue asks for (never a speed)."""
+import json
+import math
+import sys
+
+RATIOS = ["courier_vs_shm_mq_rtt_64B", "courier_vs_socket_rtt_64B", "core_vs_spin_floor_rtt_64B",
+          "throughput_vs_memcpy_1MiB", "scaling_64_vs_peak", "idle_worker_cpu_fraction",
+          "wakeups_per_message_under_load"]
+
+data = json.load(open(sys.argv[1]))
+errors = []
+if sorted(data.get("ratios", {})) != sorted(RATIOS):
+    errors.append(f"ratios keys are {sorted(data.get('ratios', {}))}, want {sorted(RATIOS)}")
+for key, value in data.get("ratios", {}).items():
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        errors.append(f"ratio {key} = {value!r} is not a finite non-negative number")
+for key in ["cores", "model", "kernel"]:
+    if key not in data.get("machine", {}):
+        errors.append(f"machine.{key} missing")
+for transport in ["courier", "courier_spin0", "shm_mq", "socket"]:
+    for size in ["64", "4096", "65536", "1048576"]:
+        fig = data.get("rtt", {}).get(transport, {}).get(size)
+        if not fig or not fig.get("median_ns", 0) > 0 or not fig.get("p99_ns", 0) >= fig["median_ns"]:
+            errors.append(f"rtt {transport} {size}: {fig!r}")
+for sessions in ["1", "2", "4", "16", "64"]:
+    row = data.get("concurrency", {}).get(sessions)
+    if not row or not row.get("calls_per_s", 0) > 0:
+        errors.append(f"concurrency {sessions}: {row!r}")
+for name in ["floor", "core_spin", "core_park", "pipe", "socket", "mqueue"]:
+    if not data.get("core", {}).get("rtt_64B", {}).get(name, {}).get("median_ns", 0) > 0:
+        errors.append(f"core rtt {name} missing")
+print("\n".join(errors) if errors else "bench JSON complete")
+sys.exit(1 if errors else 0)
