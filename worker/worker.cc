@@ -8,24 +8,29 @@
  *      keep arriving on this thread;
  *   3. begins a new server epoch: calls left by a predecessor are cancelled
  *      and their callers woken with an ERROR, never left hanging;
- *   4. loops: park on its latch until a doorbell rings (no polling timer:
- *      an idle worker sleeps), drain the doorbell, accept each call, queue
- *      it for the pool.
- * Pool threads run calls through the runtime; their only PostgreSQL call
- * is SetLatch (through LatchWaker::wake) to wake a backend.
+ *   4. sleeps on its latch, handling only configuration reloads, shutdown
+ *      and postmaster death — it is not on the path of a call.
  *
- * On SIGTERM it tells the runtime to cancel (cancelled() turns true), gives
- * running calls a second, and exits with status 1, so the postmaster starts
- * it again after 1 s unless the server is shutting down. Calls still queued
- * or running when it exits fail with "worker restarted" once the next
- * worker begins its epoch.
+ * Pool threads take calls from the doorbell themselves (ipc::Dispatch): a
+ * backend's request goes to a waiting pool thread with no hand-over through
+ * this process's main thread. DESIGN.md has the main thread drain the
+ * doorbell; measured on 2 cores that hop (doorbell → main thread → condition
+ * variable → pool thread) cost more than the whole round trip of the core,
+ * so the pool drains it. Their only PostgreSQL call is SetLatch (through
+ * LatchWaker::wake) to wake a backend; they park on the region's futex.
+ *
+ * On SIGTERM the worker tells the runtime to cancel (cancelled() turns
+ * true), gives running calls a second, and exits with status 1, so the
+ * postmaster starts it again after 1 s unless the server is shutting down.
+ * Calls still queued or running when it exits fail with "worker restarted"
+ * once the next worker begins its epoch.
  */
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <deque>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -36,13 +41,13 @@
 
 extern "C" {
 #include "miscadmin.h"
-#include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "utils/guc.h"
+#include "utils/wait_event.h"
 
 PGDLLEXPORT void courier_worker_main(Datum arg);
 }
@@ -50,14 +55,9 @@ PGDLLEXPORT void courier_worker_main(Datum arg);
 namespace courier::worker {
 namespace {
 
-struct Job {
-    std::uint32_t index;
-    std::uint64_t generation;
-};
-
 class Pool {
 public:
-    Pool(ipc::Region &region, const RuntimeHost &runtime) : region_(region), runtime_(runtime) {}
+    Pool(ipc::Region &region, const RuntimeHost &runtime) : dispatch_(region), runtime_(runtime) {}
 
     void start(int threads) {
         /* Threads inherit the creator's mask: block everything while creating them. */
@@ -69,13 +69,7 @@ public:
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
     }
 
-    void submit(Job job) {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            queue_.push_back(job);
-        }
-        ready_.notify_one();
-    }
+    void set_spin(std::chrono::nanoseconds spin) { spin_ns_.store(spin.count(), std::memory_order_relaxed); }
 
     /*
      * Stops taking calls and waits up to `grace` for the running ones (the
@@ -84,10 +78,11 @@ public:
      * next worker's epoch fails their calls.
      */
     void stop(std::chrono::milliseconds grace) {
+        stopping_.store(true, std::memory_order_relaxed);
+        ext::LatchWaker waker(false);
+        dispatch_.wake_all(waker, static_cast<int>(threads_.size()));
         std::unique_lock<std::mutex> lock(mutex_);
-        stopping_ = true;
-        ready_.notify_all();
-        const bool all_done = idle_.wait_for(lock, grace, [this] { return exited_ == threads_.size(); });
+        const bool all_done = exited_cv_.wait_for(lock, grace, [this] { return exited_ == threads_.size(); });
         lock.unlock();
         for (auto &t : threads_) {
             if (all_done)
@@ -100,36 +95,23 @@ public:
 
 private:
     void run() {
-        ext::LatchWaker waker(false);  // park on futexes; wake backends' latches
-        for (;;) {
-            Job job;
-            {
-                std::unique_lock<std::mutex> lock(mutex_);
-                ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-                if (stopping_) {
-                    ++exited_;
-                    idle_.notify_all();
-                    return;
-                }
-                job = queue_.front();
-                queue_.pop_front();
-            }
-            ipc::WaitPolicy policy;
-            policy.spin = ext::spin_budget();
-            ipc::ServerCall call(region_, job.index, job.generation, waker, policy);
-            runtime_.run_call(call);
-        }
+        ext::LatchWaker waker(false);  // park on the futex; wake backends' latches
+        dispatch_.serve(
+            waker, spin_ns_, std::chrono::nanoseconds(0), [this] { return stopping_.load(std::memory_order_relaxed); },
+            [this](ipc::ServerCall &call) { runtime_.run_call(call); });
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++exited_;
+        exited_cv_.notify_all();
     }
 
-    ipc::Region &region_;
+    ipc::Dispatch dispatch_;
     const RuntimeHost &runtime_;
     std::vector<std::thread> threads_;
+    std::atomic<std::int64_t> spin_ns_{0};
+    std::atomic<bool> stopping_{false};
     std::mutex mutex_;
-    std::condition_variable ready_;
-    std::condition_variable idle_;
-    std::deque<Job> queue_;
+    std::condition_variable exited_cv_;
     std::size_t exited_ = 0;
-    bool stopping_ = false;
 };
 
 RuntimeHost runtime;
@@ -148,7 +130,7 @@ extern "C" void courier_worker_main(Datum) {
     if (region == nullptr)
         ereport(ERROR, (errmsg("courier worker started without courier's shared memory")));
     ipc::StatsHeader &stats = region->stats().header();
-    region->header().dispatcher.latch_proc.store(ext::my_proc_number(), std::memory_order_relaxed);
+    region->header().dispatcher.latch_proc.store(-1, std::memory_order_relaxed);  // pool threads: futex
     stats.server_pid.store(static_cast<std::uint64_t>(MyProcPid), std::memory_order_relaxed);
 
     if (!worker::runtime.load(ext::guc_runtime, pkglib_path, ext::guc_worker_threads))
@@ -158,6 +140,7 @@ extern "C" void courier_worker_main(Datum) {
                       errhint("Set courier.runtime to a courier runtime library in %s or an absolute path.",
                               pkglib_path)));
     worker::Pool pool(*region, worker::runtime);
+    pool.set_spin(ext::spin_budget());
     pool.start(ext::guc_worker_threads);
 
     ext::LatchWaker main_waker(true);
@@ -167,22 +150,15 @@ extern "C" void courier_worker_main(Datum) {
                          worker::runtime.path().c_str(), worker::runtime.loaded() ? "" : " (not loaded)",
                          ext::guc_worker_threads, static_cast<unsigned long long>(epoch))));
 
-    ipc::Doorbell bell = region->doorbell();
-    const auto stop = [] { return ShutdownRequestPending || ConfigReloadPending; };
     while (!ShutdownRequestPending) {
-        ipc::WaitPolicy policy;
-        policy.spin = ext::spin_budget();
-        if (ipc::wait_for_doorbell(*region, main_waker, policy, stop) == ipc::Status::interrupted)
-            CHECK_FOR_INTERRUPTS();
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1, PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        CHECK_FOR_INTERRUPTS();
         if (ConfigReloadPending) {
             ConfigReloadPending = false;
             ProcessConfigFile(PGC_SIGHUP);
+            pool.set_spin(ext::spin_budget());
         }
-        bell.drain([&](std::uint32_t index) {
-            std::uint64_t generation = 0;
-            if (ipc::accept_call(*region, index, &generation))
-                pool.submit({index, generation});
-        });
     }
 
     stats.server_up.store(0, std::memory_order_relaxed);

@@ -10,7 +10,6 @@
 #include "courier/ipc/wait.h"
 
 #include <cerrno>
-#include <climits>
 #include <thread>
 
 #if defined(__linux__)
@@ -52,8 +51,9 @@ ParkResult FutexWaker::park(Waiter &self, std::uint32_t token, std::chrono::nano
 
 void FutexWaker::wake(Waiter &peer) {
     peer.futex_word.fetch_add(1, std::memory_order_release);
-    syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&peer.futex_word), FUTEX_WAKE, INT_MAX,
-            nullptr, nullptr, 0);
+    /* One sleeper: a slot has one per side; a pool wakes helpers one at a time. */
+    syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&peer.futex_word), FUTEX_WAKE, 1, nullptr,
+            nullptr, 0);
 }
 
 #else
