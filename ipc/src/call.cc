@@ -187,7 +187,9 @@ Status ServerCall::read_payload(std::vector<std::byte> *out) {
 }
 
 MessageWriter ServerCall::respond(FrameKind kind, std::uint64_t total) {
-    return MessageWriter(ep_, kind, total);
+    MessageWriter w(ep_, kind, total);
+    w.defer_last_notify();  // finish() wakes the client once the slot is let go
+    return w;
 }
 
 Status ServerCall::respond_all(FrameKind kind, std::span<const std::byte> bytes) {
@@ -203,13 +205,32 @@ Status ServerCall::respond_error(std::string_view message) {
                                                   message.size()));
 }
 
+/*
+ * Order matters here. The client may start its next call the moment it sees
+ * our last frame, and begin_call() waits until this call has let go of the
+ * slot. Waking the client (a syscall, after which the woken backend often
+ * preempts this thread) before letting go made every client wait on a
+ * preempted server thread. So: decide whether a wake is needed (the Dekker
+ * half of notify), let go, then wake. A wake that lands after the slot was
+ * abandoned and leased again is a spurious wakeup, which waiters tolerate.
+ */
 void ServerCall::finish() {
     if (finished_)
         return;
     finished_ = true;
-    if (ep_.region->client_gone(ep_.index, ep_.generation) && ep_.region->stats().valid())
+    const bool gone = ep_.region->client_gone(ep_.index, ep_.generation);
+    if (gone && ep_.region->stats().valid())
         ep_.region->stats().add(GlobalCounter::late_responses_dropped);
+    Waiter &client = ep_.peer();
+    bool wake = false;
+    if (!gone) {
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        wake = client.sleeping.load(std::memory_order_relaxed) != 0;
+        bump(ep_.counters, wake ? Counter::wakeups_sent : Counter::wakeups_elided);
+    }
     ep_.region->finish_serving(ep_.index);
+    if (wake)
+        ep_.waker->wake(client);
 }
 
 }  // namespace courier::ipc

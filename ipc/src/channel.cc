@@ -40,7 +40,7 @@ MessageWriter::MessageWriter(const Endpoint &ep, FrameKind kind, std::uint64_t t
 
 Status MessageWriter::open_frame(std::uint64_t min, std::uint64_t max) {
     bool stalled = false;
-    const Status s = wait_until(ep_.self(), *ep_.waker, ep_.policy, ep_.counters, [&] {
+    const Status s = wait_until(ep_.self(), *ep_.waker, ep_.wait_policy(), ep_.counters, [&] {
         const Status r = ring_.try_reserve(min, max, &frame_);
         if (r != Status::would_block)
             return r;
@@ -69,6 +69,8 @@ void MessageWriter::publish(std::uint16_t extra_flags) {
         done_ = true;
         bump(ep_.counters, Counter::messages_sent);
         bump(ep_.counters, Counter::bytes_sent, written_);
+        if (defer_last_notify_)
+            return;
     }
     notify(ep_.peer(), *ep_.waker, ep_.counters);
 }
@@ -196,7 +198,7 @@ Status MessageReader::validate(const Frame &f) {
 }
 
 Status MessageReader::wait_frame() {
-    return wait_until(ep_.self(), *ep_.waker, ep_.policy, ep_.counters, [&] {
+    return wait_until(ep_.self(), *ep_.waker, ep_.wait_policy(), ep_.counters, [&] {
         const Status r = ring_.peek(&frame_);
         if (r != Status::would_block)
             return r;

@@ -3,6 +3,7 @@
  */
 #include "courier/ipc/region.h"
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 #include <thread>
@@ -23,6 +24,7 @@ Region Region::create(void *base, const RegionLayout &layout, StatsView stats) {
     r.header_->max_message_size = layout.params.max_message_size;
     r.header_->region_size = layout.region_size;
     init_waiter(r.header_->dispatcher);
+    r.header_->max_spinners = std::max(1u, usable_cpus() - 1);
 
     auto *links = reinterpret_cast<std::atomic<std::uint32_t> *>(r.base_ + layout.freelist_offset);
     auto *words = reinterpret_cast<std::atomic<std::uint64_t> *>(r.base_ + layout.doorbell_offset);

@@ -10,10 +10,12 @@
 #include "courier/ipc/wait.h"
 
 #include <cerrno>
+#include <algorithm>
 #include <thread>
 
 #if defined(__linux__)
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,10 +23,20 @@
 
 namespace courier::ipc {
 
+unsigned usable_cpus() {
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        return static_cast<unsigned>(std::max(1, CPU_COUNT(&set)));
+#endif
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
 void init_waiter(Waiter &waiter) {
     waiter.sleeping.store(0, std::memory_order_relaxed);
     waiter.futex_word.store(0, std::memory_order_relaxed);
     waiter.latch_proc.store(-1, std::memory_order_relaxed);
+    waiter.spin_shift.store(0, std::memory_order_relaxed);
 }
 
 std::uint32_t FutexWaker::prepare(Waiter &self) {

@@ -456,3 +456,34 @@ TEST(Stats, AttachRefusesForeignOrShortSegments) {
     seg.stats().header().version = 999;
     EXPECT_EQ(StatsView::attach(base, seg.layout().stats_size, &v), Status::corrupt);
 }
+
+TEST(Wait, SpinningIsCappedRegionWide) {
+    TestSegment seg(params());
+    Region &r = seg.region();
+    EXPECT_GE(r.header().max_spinners, 1u);
+    EXPECT_EQ(r.header().max_spinners, std::max(1u, usable_cpus() - 1));
+    WaitPolicy p = r.capped(WaitPolicy{});
+    ASSERT_EQ(p.spinners, &r.header().spinners);
+    r.header().max_spinners = 2;
+    p.max_spinners = 2;
+    EXPECT_TRUE(enter_spin(p));
+    EXPECT_TRUE(enter_spin(p));
+    EXPECT_FALSE(enter_spin(p));  // a third waiter parks at once
+    EXPECT_EQ(r.header().spinners.load(), 2u);
+    leave_spin(p);
+    EXPECT_TRUE(enter_spin(p));
+    leave_spin(p);
+    leave_spin(p);
+    EXPECT_EQ(r.header().spinners.load(), 0u);
+
+    /* A waiter that may not spin parks immediately: no spin hit even with a budget. */
+    r.header().spinners.store(2);
+    FutexWaker waker;
+    Waiter &w = r.slot(0)->client;
+    SideCounters *c = &seg.stats().slot(0)->client;
+    p.spin = std::chrono::milliseconds(50);
+    p.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
+    EXPECT_EQ(wait_until(w, waker, p, c, [] { return Status::would_block; }), Status::timeout);
+    EXPECT_EQ(read_stats(seg.stats()).client[static_cast<int>(Counter::sleeps)], 1u);
+    EXPECT_EQ(r.header().spinners.load(), 2u);
+}

@@ -47,12 +47,20 @@ struct Endpoint {
     }
     /* ok while the call can go on; otherwise why it cannot. */
     Status call_alive() const;
+    /* The policy for waits on the rings: spinning capped region-wide. */
+    WaitPolicy wait_policy() const { return region->capped(policy); }
 };
 
 class MessageWriter {
 public:
     MessageWriter() = default;
     MessageWriter(const Endpoint &ep, FrameKind kind, std::uint64_t total);
+    /*
+     * The final frame does not wake the peer: the caller does it after it
+     * has let go of the slot (ServerCall::finish), so that the woken client
+     * never finds the slot still held by this call.
+     */
+    void defer_last_notify() { defer_last_notify_ = true; }
 
     /* Copies bytes in, publishing full frames as it goes. */
     Status write(std::span<const std::byte> bytes);
@@ -85,6 +93,7 @@ private:
     bool open_ = false;
     bool first_ = true;
     bool done_ = false;
+    bool defer_last_notify_ = false;
 };
 
 class MessageReader {

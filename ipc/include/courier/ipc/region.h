@@ -66,7 +66,10 @@ struct alignas(cache_line) RegionHeader {
     std::uint64_t region_size;
     alignas(cache_line) std::atomic<std::uint64_t> freelist_head;
     alignas(cache_line) std::atomic<std::uint64_t> server_epoch;
-    Waiter dispatcher;  // the serving side's main loop parks here
+    Waiter dispatcher;  // idle serving threads park here
+    /* Waiters spinning right now, and the cap (usable CPUs - 1, at least 1). */
+    alignas(cache_line) std::atomic<std::uint32_t> spinners;
+    std::uint32_t max_spinners;
 };
 
 struct alignas(cache_line) SlotControl {
@@ -100,6 +103,12 @@ public:
     std::uint32_t slots() const { return layout_.params.slots; }
     std::uint64_t max_message_size() const { return layout_.params.max_message_size; }
     Doorbell doorbell() const { return doorbell_; }
+    /* The policy with the region's cap on concurrent spinners applied. */
+    WaitPolicy capped(WaitPolicy policy) const {
+        policy.spinners = &header_->spinners;
+        policy.max_spinners = header_->max_spinners;
+        return policy;
+    }
     FreeList freelist() const { return freelist_; }
 
     SlotControl *slot(std::uint32_t index) const;

@@ -12,6 +12,15 @@
  *                                      after step 2, so none is lost;
  *   5. self.sleeping = 0; re-check; a wake with nothing to do is spurious.
  *
+ * Adaptive spinning: spinning pays only when the peer answers within the
+ * budget. Each Waiter keeps a shift: a wait that ends within the full budget
+ * halves it (spin more next time), one that takes longer doubles it (spin
+ * less), from the full budget down to nothing. Under light load waits are
+ * short and every wait spins; when callers queue behind each other, waits
+ * grow and spinning stops by itself instead of stealing the CPU the server
+ * needs. Together with the region-wide cap on concurrent spinners this is
+ * how spinning backs off when sessions outnumber cores.
+ *
  * The other side, after publishing (a release store of a ring cursor),
  * issues a full fence and reads peer.sleeping: only a peer that announced
  * sleeping is woken; otherwise the wakeup is elided and counted. The two
@@ -38,6 +47,8 @@ struct alignas(cache_line) Waiter {
     std::atomic<std::uint32_t> sleeping;
     std::atomic<std::uint32_t> futex_word;
     std::atomic<std::int32_t> latch_proc;  // PGPROC number, or -1 for futex
+    /* The spin budget is policy.spin >> spin_shift: see wait_until. */
+    std::atomic<std::uint32_t> spin_shift;
 };
 static_assert(sizeof(Waiter) == cache_line);
 
@@ -72,6 +83,14 @@ public:
 
 struct WaitPolicy {
     std::chrono::nanoseconds spin{std::chrono::microseconds(50)};
+    /*
+     * Optional cap on how many waiters spin at once (shared, e.g. in the
+     * region): a waiter that finds max_spinners already spinning parks at
+     * once. With more waiters than cores, spinning only steals the CPU that
+     * the peers being waited for need.
+     */
+    std::atomic<std::uint32_t> *spinners = nullptr;
+    std::uint32_t max_spinners = 0;
     /* Absolute deadline; time_point::max() waits forever. */
     std::chrono::steady_clock::time_point deadline =
         std::chrono::steady_clock::time_point::max();
@@ -101,11 +120,41 @@ inline void notify(Waiter &peer, Waker &waker, SideCounters *counters) {
     }
 }
 
+inline bool enter_spin(const WaitPolicy &policy) {
+    if (policy.spinners == nullptr)
+        return true;
+    if (policy.spinners->fetch_add(1, std::memory_order_relaxed) < policy.max_spinners)
+        return true;
+    policy.spinners->fetch_sub(1, std::memory_order_relaxed);
+    return false;
+}
+
+inline void leave_spin(const WaitPolicy &policy) {
+    if (policy.spinners != nullptr)
+        policy.spinners->fetch_sub(1, std::memory_order_relaxed);
+}
+
+/* CPUs this process may run on (affinity mask; cgroup cpusets included). */
+unsigned usable_cpus();
+
 /*
  * The waiter's half. `check` returns Status::ok when the condition holds,
  * would_block while it does not, and any other status to stop waiting
  * (abandoned, server_restarted, corrupt): that status is returned.
  */
+inline constexpr std::uint32_t max_spin_shift = 12;
+
+/* Learns from how long a wait took (see the comment at the top). */
+inline void adapt_spin(Waiter &self, std::chrono::nanoseconds waited, std::chrono::nanoseconds budget) {
+    const std::uint32_t shift = self.spin_shift.load(std::memory_order_relaxed);
+    if (waited <= budget) {
+        if (shift > 0)
+            self.spin_shift.store(shift - 1, std::memory_order_relaxed);
+    } else if (shift < max_spin_shift) {
+        self.spin_shift.store(shift + 1, std::memory_order_relaxed);
+    }
+}
+
 template <typename Check>
 Status wait_until(Waiter &self, Waker &waker, const WaitPolicy &policy,
                   SideCounters *counters, Check &&check) {
@@ -114,19 +163,33 @@ Status wait_until(Waiter &self, Waker &waker, const WaitPolicy &policy,
     if (s != Status::would_block)
         return s;
 
-    if (policy.spin.count() > 0) {
-        const auto spin_end = clock::now() + policy.spin;
+    const auto started = clock::now();
+    const std::uint32_t shift = self.spin_shift.load(std::memory_order_relaxed);
+    const std::chrono::nanoseconds spin =
+        shift >= max_spin_shift ? std::chrono::nanoseconds(0) : policy.spin / (1u << shift);
+    if (spin.count() > 0 && enter_spin(policy)) {
+        const auto spin_end = started + spin;
         for (unsigned i = 1;; ++i) {
             cpu_relax();
             s = check();
             if (s != Status::would_block) {
+                leave_spin(policy);
+                adapt_spin(self, clock::now() - started, policy.spin);
                 bump(counters, Counter::spin_hits);
                 return s;
             }
             if ((i & 63) == 0 && clock::now() >= spin_end)
                 break;
         }
+        leave_spin(policy);
     }
+    /* Whatever happens below, this wait outlived the spin it was given. */
+    struct Learn {
+        Waiter &self;
+        clock::time_point started;
+        std::chrono::nanoseconds budget;
+        ~Learn() { adapt_spin(self, clock::now() - started, budget); }
+    } learn{self, started, policy.spin};
 
     for (;;) {
         const std::uint32_t token = waker.prepare(self);
