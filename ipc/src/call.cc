@@ -159,9 +159,7 @@ Status ServerCall::read_function(std::string *fn) {
         if (fn->size() > max_function_name)
             return Status::corrupt;
         if (nul != nullptr) {
-            pending_.assign(chunk.begin() + static_cast<std::ptrdiff_t>(name_bytes + 1), chunk.end());
-            pending_at_ = 0;
-            reader_.release();
+            pending_ = chunk.subspan(name_bytes + 1);  // the frame stays held until read_payload
             return Status::ok;
         }
         if (last)
@@ -170,9 +168,8 @@ Status ServerCall::read_function(std::string *fn) {
 }
 
 Status ServerCall::read_payload(std::vector<std::byte> *out) {
-    out->assign(pending_.begin() + static_cast<std::ptrdiff_t>(pending_at_), pending_.end());
-    pending_.clear();
-    pending_at_ = 0;
+    out->assign(pending_.begin(), pending_.end());
+    pending_ = {};
     if (reader_.total() != unknown_length && reader_.total() <= ep_.region->max_message_size())
         out->reserve(reader_.total());
     while (!reader_.finished()) {

@@ -104,8 +104,8 @@ Status Region::lease(std::int32_t pid, SlotHandle *out) {
             stats_.add(GlobalCounter::corrupt_frames);
         return Status::corrupt;
     }
-    to_server(index).reset();
-    to_client(index).reset();
+    to_server(index).discard();
+    to_client(index).discard();
     init_waiter(sc->client);
     init_waiter(sc->server);
     sc->owner_pid.store(pid, std::memory_order_relaxed);

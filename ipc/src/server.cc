@@ -10,8 +10,9 @@
 namespace courier::ipc {
 
 void serve_call(ServerCall &call, const CallHandler &handler) {
-    std::string fn;
-    std::vector<std::byte> payload;
+    /* Reused by every call this thread serves: no allocation per call. */
+    thread_local std::string fn;
+    thread_local std::vector<std::byte> payload;
     Status s = call.read_function(&fn);
     if (s == Status::ok)
         s = call.read_payload(&payload);

@@ -99,8 +99,7 @@ public:
 private:
     Endpoint ep_{};
     MessageReader reader_;
-    std::vector<std::byte> pending_;  // payload bytes read along with the name
-    std::size_t pending_at_ = 0;
+    std::span<const std::byte> pending_;  // payload in the held first frame, after the name
     bool finished_ = false;
 };
 

@@ -15,10 +15,17 @@
  * implicitly when fewer than sizeof(FrameHeader) bytes remain (both sides
  * apply the same rule, so no marker is needed).
  *
- * Publication: the producer writes header and payload, then stores tail
- * with release; the consumer loads tail with acquire before reading. The
- * consumer stores head with release after it is done with the bytes; the
- * producer loads head with acquire before reusing them.
+ * Publication: the producer writes the payload and the header, then the
+ * header's `mark` (the frame's position + 1) with release, then tail. The
+ * consumer polls the mark of the frame it expects at its own head: a frame
+ * is complete when its mark matches, so the consumer reads the frame's own
+ * cache line and not the producer's tail (the tail is read only to tell
+ * "empty" from "corrupt"). Positions never repeat — a lease discards (head
+ * := tail) rather than rewinding — and zeroed memory never matches, so a
+ * stale header cannot pass for a new one. The consumer stores head with
+ * release after it is done with the bytes; the producer keeps a copy of the
+ * last head it read on its own cache line and reads the consumer's line
+ * only when that copy says the ring is full.
  *
  * A message is one or more frames: the first has flag first, the last has
  * flag last; every frame carries the message's kind, the slot generation
@@ -60,13 +67,15 @@ struct FrameHeader {
     std::uint16_t flags;       // FrameFlags
     std::uint64_t generation;  // slot generation of the call
     std::uint64_t total;       // message length, or unknown_length
+    std::uint64_t mark;        // position of the frame + 1, stored last
 };
-static_assert(sizeof(FrameHeader) == 24);
+static_assert(sizeof(FrameHeader) == 32);
 
 inline constexpr std::size_t frame_align = 8;
 
 struct alignas(cache_line) Cursor {
     std::atomic<std::uint64_t> value;
+    std::atomic<std::uint64_t> peer_copy;  // producer: the head it last read
 };
 
 struct RingHeader {
@@ -87,8 +96,10 @@ public:
     RingView(RingHeader *header, std::byte *data, std::uint64_t capacity)
         : header_(header), data_(data), capacity_(capacity) {}
 
-    /* Empties the ring. Only while neither side is using it. */
+    /* Zeroes cursors and data (formatting). Only while nobody uses it. */
     void reset();
+    /* Drops whatever is in the ring, keeping positions monotone (a lease). */
+    void discard();
 
     std::uint64_t capacity() const { return capacity_; }
     /* Largest payload a single frame may carry in this ring. */
@@ -116,6 +127,8 @@ public:
 
 private:
     Status check_cursors(std::uint64_t *head, std::uint64_t *tail) const;
+    Status frame_at(std::uint64_t head, Frame *out) const;
+    std::uint64_t mark_at(std::uint64_t pos) const;
 
     RingHeader *header_ = nullptr;
     std::byte *data_ = nullptr;
