@@ -155,9 +155,14 @@ Status RingView::peek(Frame *out) const {
     const Status fast = frame_at(head, out);
     if (fast != Status::would_block)
         return fast;
-    /* Nothing complete at head: the producer's tail tells empty from corrupt. */
+    /* Nothing complete at head: the producer's tail tells empty from corrupt.
+     * The tail is stored after a frame's mark, so a consumer that took the
+     * last frame by its mark may be ahead of the tail it sees, by at most
+     * a ring: that is "nothing yet", not corruption. */
     std::uint64_t h = head;
     std::uint64_t tail = header_->tail.value.load(std::memory_order_acquire);
+    if (tail < head && head - tail <= capacity_ && tail % frame_align == 0)
+        return Status::would_block;
     if (check_cursors(&h, &tail) != Status::ok)
         return Status::corrupt;
     if (h == tail)

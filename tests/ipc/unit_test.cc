@@ -233,6 +233,24 @@ TEST(Ring, FullRingBlocksAndWrapsWithPadOrImplicitSkip) {
     EXPECT_LT(ring.free_space(), sizeof(FrameHeader) + 104);
 }
 
+/* The producer stores a frame's mark, then the tail: a consumer can take the
+ * frame by its mark and look again before the tail moves. */
+TEST(Ring, ConsumerAheadOfALaggingTailSeesNothingYetNotCorruption) {
+    TestSegment seg(params());
+    RingView ring = seg.region().to_server(0);
+    RingHeader &h = seg.region().slot(0)->to_server;
+    std::span<std::byte> w;
+    ASSERT_EQ(ring.try_reserve(8, 8, &w), Status::ok);
+    ring.commit(8, FrameKind::request, frame_first, 1, unknown_length);
+    Frame f;
+    ASSERT_EQ(ring.peek(&f), Status::ok);
+    ring.consume(f);
+    h.tail.value.store(0);  // as if the tail store were not visible yet
+    EXPECT_EQ(ring.peek(&f), Status::would_block);
+    h.tail.value.store(f.next_head + 4096 * 2);  // but a tail a ring away is garbage
+    EXPECT_EQ(ring.peek(&f), Status::corrupt);
+}
+
 TEST(Ring, ChunkIsBoundedSoProducerAndConsumerOverlap) {
     TestSegment seg(params(4, 65536));
     RingView ring = seg.region().to_client(1);
