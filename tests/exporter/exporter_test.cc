@@ -1,0 +1,190 @@
+/*
+ * courier_exporter against a statistics segment written by the test: the
+ * values it serves, the histogram, a segment that goes away and comes back,
+ * basic auth, and promtool's verdict on the exposition.
+ */
+#include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include <prometheus/text_serializer.h>
+
+#include "../../exporter/collector.h"
+#include "courier/ipc/layout.h"
+#include "courier/ipc/stats.h"
+
+using namespace courier;
+
+namespace {
+
+/* A stats segment as courier's postmaster makes it, for a made-up port. */
+class FakeSegment {
+public:
+    explicit FakeSegment(int port, std::uint32_t slots) : name_(exporter::segment_name(port)) {
+        size_ = ipc::stats_segment_size(slots);
+        const int fd = shm_open(name_.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0640);
+        EXPECT_GE(fd, 0);
+        EXPECT_EQ(ftruncate(fd, static_cast<off_t>(size_)), 0);
+        base_ = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        close(fd);
+        view_ = ipc::StatsView::create(base_, size_, slots);
+    }
+    ~FakeSegment() {
+        munmap(base_, size_);
+        shm_unlink(name_.c_str());
+    }
+    ipc::StatsView &view() { return view_; }
+
+private:
+    std::string name_;
+    std::size_t size_;
+    void *base_;
+    ipc::StatsView view_;
+};
+
+std::string scrape(const exporter::StatsCollector &c) {
+    return prometheus::TextSerializer().Serialize(c.Collect());
+}
+
+bool has_line(const std::string &text, const std::string &line) {
+    return text.find("\n" + line + "\n") != std::string::npos || text.rfind(line + "\n", 0) == 0;
+}
+
+int free_port() {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a);
+    getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* A plain HTTP GET; returns the whole response (status line included). */
+std::string http_get(int port, const std::string &path, const std::string &auth = "") {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0) {
+        close(fd);
+        return "";
+    }
+    std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n";
+    if (!auth.empty())
+        req += "Authorization: Basic " + auth + "\r\n";
+    req += "\r\n";
+    if (write(fd, req.data(), req.size()) < 0) {
+        close(fd);
+        return "";
+    }
+    std::string out;
+    char buf[8192];
+    for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;)
+        out.append(buf, static_cast<std::size_t>(n));
+    close(fd);
+    return out;
+}
+
+}  // namespace
+
+TEST(Exporter, ServesTheSegmentsCountersWithLabelsAndBaseUnits) {
+    const int port = 61000 + getpid() % 1000;
+    FakeSegment seg(port, 4);
+    ipc::StatsView &v = seg.view();
+    v.header().server_up.store(1);
+    v.header().server_epoch.store(3);
+    v.header().slots_in_use.store(2);
+    v.add(ipc::GlobalCounter::server_restarts, 2);
+    v.add(ipc::GlobalCounter::slot_wait_ns, 1'500'000'000);
+    v.add(ipc::GlobalCounter::freelist_empty, 5);
+    ipc::bump(&v.slot(0)->client, ipc::Counter::wakeups_elided, 7);
+    ipc::bump(&v.slot(3)->server, ipc::Counter::wakeups_sent, 11);
+    ipc::bump(&v.slot(1)->client, ipc::Counter::bytes_sent, 4096);
+    v.record_call(0, 800, false);         // ≤ 1 µs
+    v.record_call(1, 3'000'000, true);    // ≤ 5 ms
+    v.record_call(2, 20'000'000'000, false);  // beyond 10 s
+    exporter::StatsCollector c(exporter::segment_name(port));
+    const std::string text = scrape(c);
+    for (const char *line : {"courier_up 1", "courier_worker_up 1", "courier_worker_epoch 3",
+                             "courier_worker_restarts_total 2", "courier_slots 4", "courier_slots_in_use 2",
+                             "courier_slot_wait_seconds_total 1.5", "courier_slot_exhaustion_total 5",
+                             "courier_wakeups_elided_total{side=\"backend\"} 7",
+                             "courier_wakeups_sent_total{side=\"worker\"} 11",
+                             "courier_bytes_total{direction=\"to_worker\"} 4096", "courier_calls_total 3",
+                             "courier_call_errors_total 1", "courier_call_duration_seconds_bucket{le=\"1e-06\"} 1",
+                             "courier_call_duration_seconds_bucket{le=\"0.005\"} 2",
+                             "courier_call_duration_seconds_bucket{le=\"10\"} 2",
+                             "courier_call_duration_seconds_bucket{le=\"+Inf\"} 3", "courier_call_duration_seconds_count 3"})
+        EXPECT_TRUE(has_line(text, line)) << "missing: " << line << "\n" << text;
+}
+
+TEST(Exporter, ReportsDownWithoutFailingAndPicksTheSegmentUpAgain) {
+    const int port = 62000 + getpid() % 1000;
+    exporter::StatsCollector c(exporter::segment_name(port));
+    std::string text = scrape(c);
+    EXPECT_TRUE(has_line(text, "courier_up 0")) << text;
+    EXPECT_TRUE(has_line(text, "courier_worker_up 0")) << text;
+    {
+        FakeSegment seg(port, 2);
+        seg.view().add(ipc::GlobalCounter::leases, 9);
+        text = scrape(c);
+        EXPECT_TRUE(has_line(text, "courier_up 1")) << text;
+        EXPECT_TRUE(has_line(text, "courier_slot_leases_total 9")) << text;
+    }
+    EXPECT_TRUE(has_line(scrape(c), "courier_up 0"));
+    FakeSegment again(port, 2);  // PostgreSQL restarted: a new segment, new counters
+    text = scrape(c);
+    EXPECT_TRUE(has_line(text, "courier_slot_leases_total 0")) << text;
+}
+
+TEST(Exporter, TheDaemonServesPassesPromtoolAndEnforcesBasicAuth) {
+    const int pg_port = 63000 + getpid() % 1000;
+    FakeSegment seg(pg_port, 8);
+    const int port = free_port();
+    char pwfile[] = "/tmp/courier-exporter-pw-XXXXXX";
+    const int pw = mkstemp(pwfile);
+    ASSERT_EQ(write(pw, "s3cret\n", 7), 7);
+    close(pw);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        const std::string listen = "--web.listen-address=127.0.0.1:" + std::to_string(port);
+        const std::string cluster = "--courier.port=" + std::to_string(pg_port);
+        const std::string pwf = std::string("--web.basic-auth-password-file=") + pwfile;
+        execl(COURIER_EXPORTER, COURIER_EXPORTER, listen.c_str(), cluster.c_str(), "--web.basic-auth-user=prom",
+              pwf.c_str(), static_cast<char *>(nullptr));
+        _exit(127);
+    }
+    std::string denied;
+    for (int i = 0; i < 100 && denied.empty(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        denied = http_get(port, "/metrics");
+    }
+    EXPECT_NE(denied.find(" 401 "), std::string::npos) << denied;
+    const std::string ok = http_get(port, "/metrics", "cHJvbTpzM2NyZXQ=");  // prom:s3cret
+    EXPECT_NE(ok.find(" 200 "), std::string::npos) << ok;
+    EXPECT_NE(ok.find("\ncourier_up 1\n"), std::string::npos) << ok;
+    const std::string body = ok.substr(ok.find("\r\n\r\n") + 4);
+    {
+        std::ofstream f("/tmp/courier-exporter-scrape.txt");
+        f << body;
+    }
+    EXPECT_EQ(std::system("promtool check metrics < /tmp/courier-exporter-scrape.txt"), 0) << body;
+    kill(pid, SIGTERM);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "exits cleanly on SIGTERM";
+    unlink(pwfile);
+}
