@@ -116,6 +116,12 @@ private:
 
 RuntimeHost runtime;
 
+/* Whatever way the worker exits (SIGTERM, ERROR, FATAL), it is down. */
+void mark_down(int, Datum) {
+    if (ipc::Region *region = ext::shared_region())
+        region->stats().header().server_up.store(0, std::memory_order_relaxed);
+}
+
 }  // namespace
 }  // namespace courier::worker
 
@@ -130,6 +136,7 @@ extern "C" void courier_worker_main(Datum) {
     if (region == nullptr)
         ereport(ERROR, (errmsg("courier worker started without courier's shared memory")));
     ipc::StatsHeader &stats = region->stats().header();
+    on_shmem_exit(worker::mark_down, 0);
     region->header().dispatcher.latch_proc.store(-1, std::memory_order_relaxed);  // pool threads: futex
     stats.server_pid.store(static_cast<std::uint64_t>(MyProcPid), std::memory_order_relaxed);
 
@@ -161,7 +168,6 @@ extern "C" void courier_worker_main(Datum) {
         }
     }
 
-    stats.server_up.store(0, std::memory_order_relaxed);
     worker::runtime.begin_shutdown();
     pool.stop(std::chrono::seconds(1));
     worker::runtime.shutdown();

@@ -262,6 +262,8 @@ TEST(CourierCluster, WorkerExitFailsWaitingCallersAndTheWorkerComesBack) {
     ASSERT_TRUE(eventually([&] { return count_slots(admin, "calling") == 1; }, 5));
     const auto start = std::chrono::steady_clock::now();
     ASSERT_EQ(kill(first, SIGTERM), 0);
+    /* Down until the postmaster starts it again (courier's restart delay is 1 s). */
+    EXPECT_TRUE(eventually([&] { return admin.value("SELECT value FROM courier.stats() WHERE name = 'server_up'") == "0"; }, 5));
     const std::string err = outcome(c);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     /* Either the runtime saw cancelled() and the call failed at once, or the
