@@ -239,23 +239,27 @@ CourierCall *check_call(CourierCall *call, Stage expected, const char *what) {
     return call;
 }
 
+/* Waits for the response's next frame and makes it the current piece. */
+void read_piece() {
+    std::span<const std::byte> chunk;
+    bool last = false;
+    pump([&] { return client->response().next(&chunk, &last); });
+    current.piece = chunk.data();
+    current.piece_left = chunk.size();
+    current.last_piece = last;
+}
+
 /* The error response's text, as an ERROR. */
 [[noreturn]] void raise_runtime_error() {
     StringInfoData msg;
     initStringInfo(&msg);
-    ipc::MessageReader &reader = client->response();
     for (;;) {
         appendBinaryStringInfo(&msg, reinterpret_cast<const char *>(current.piece), static_cast<int>(current.piece_left));
         if (current.last_piece)
             break;
-        std::span<const std::byte> chunk;
-        bool last = false;
-        pump([&] { return reader.next(&chunk, &last); });
-        current.piece = chunk.data();
-        current.piece_left = chunk.size();
-        current.last_piece = last;
+        read_piece();
     }
-    reader.release();
+    client->response().release();
     call_in_flight = false;
     current.stage = Stage::idle;
     client->end(ipc::Status::ok);
@@ -268,14 +272,8 @@ CourierCall *check_call(CourierCall *call, Stage expected, const char *what) {
 bool next_piece() {
     if (current.last_piece)
         return false;
-    ipc::MessageReader &reader = client->response();
-    std::span<const std::byte> chunk;
-    bool last = false;
-    pump([&] { return reader.next(&chunk, &last); });
-    current.piece = chunk.data();
-    current.piece_left = chunk.size();
-    current.last_piece = last;
-    if (reader.kind() == ipc::FrameKind::error)
+    read_piece();
+    if (client->response().kind() == ipc::FrameKind::error)
         raise_runtime_error();
     return true;
 }
