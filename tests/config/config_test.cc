@@ -191,6 +191,17 @@ TEST(Config, GeneratedSnippetStartsAClusterWhoseMemoryMatchesAndCheckAgrees) {
     Outcome check = run("check " + (dir / "c.yaml").string() + " --dsn '" + dsn + "'");
     EXPECT_EQ(check.status, 0) << check.out;
     EXPECT_NE(check.out.find("agrees"), std::string::npos) << check.out;
+    /* max_connections: server reads it (and the preload list) from the server itself. */
+    dir.write("from-server.yaml", std::regex_replace(valid, std::regex("max_connections: 100"), "max_connections: server"));
+    const Outcome from_server = run("generate " + (dir / "from-server.yaml").string() + " --dsn '" + dsn + "'");
+    EXPECT_EQ(from_server.status, 0) << from_server.out;
+    EXPECT_NE(from_server.out.find("10 sessions, max_connections " + c.value("SHOW max_connections")), std::string::npos)
+        << from_server.out;
+    EXPECT_NE(from_server.out.find("shared_preload_libraries = 'courier'"), std::string::npos) << from_server.out;
+    const Outcome no_source = run("generate " + (dir / "from-server.yaml").string());
+    EXPECT_EQ(no_source.status, 2) << no_source.out;
+    EXPECT_NE(no_source.out.find("needs --pgdata, --cluster or --dsn"), std::string::npos) << no_source.out;
+
     ASSERT_TRUE(c.exec("ALTER SYSTEM SET courier.spin_us = 7"));
     c.value("SELECT pg_reload_conf()");
     ASSERT_TRUE(courier::test::eventually([&] { return c.value("SHOW courier.spin_us") == "7"; }, 5));
