@@ -12,13 +12,18 @@ std::size_t Segment::extra_offset(const RegionLayout &l) {
     return (stats_offset(l) + l.stats_size + 63) / 64 * 64;
 }
 
+static bool layout_for(const RegionParams &params, RegionLayout *layout, std::string *error) {
+    if (compute_layout(params, layout) == Status::ok)
+        return true;
+    *error = describe_layout_error(params);
+    return false;
+}
+
 std::unique_ptr<Segment> Segment::create(const std::string &name, const RegionParams &params,
                                          std::size_t extra_bytes, std::string *error) {
     RegionLayout layout;
-    if (compute_layout(params, &layout) != Status::ok) {
-        *error = describe_layout_error(params);
+    if (!layout_for(params, &layout, error))
         return nullptr;
-    }
     std::unique_ptr<Segment> s(new Segment());
     try {
         s->shm_ = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write);
@@ -40,10 +45,8 @@ std::unique_ptr<Segment> Segment::create(const std::string &name, const RegionPa
 std::unique_ptr<Segment> Segment::open(const std::string &name, const RegionParams &params,
                                        std::string *error) {
     RegionLayout layout;
-    if (compute_layout(params, &layout) != Status::ok) {
-        *error = describe_layout_error(params);
+    if (!layout_for(params, &layout, error))
         return nullptr;
-    }
     std::unique_ptr<Segment> s(new Segment());
     try {
         s->shm_ = bip::shared_memory_object(bip::open_only, name.c_str(), bip::read_write);
