@@ -214,7 +214,7 @@ struct CoreServer {
     ~CoreServer() {
         FutexWaker waker;
         stop().store(1);
-        waker.wake(seg->region().header().dispatcher);
+        Dispatcher(seg->region(), 0).wake_all(waker);
         waitpid(pid, nullptr, 0);
     }
     std::atomic<std::uint64_t> &stop() { return *reinterpret_cast<std::atomic<std::uint64_t> *>(seg->extra()); }
@@ -231,7 +231,7 @@ Figures bench_core(int rounds, std::chrono::nanoseconds spin) {
     policy.spin = spin;
     FrameKind kind;
     return time_round_trips(rounds, [&] {
-        if (client.call("echo", req, &out, &kind, policy) != Status::ok || out.size() != msg)
+        if (client.call(0, "echo", req, &out, &kind, policy) != Status::ok || out.size() != msg)
             std::abort();
     });
 }
@@ -247,7 +247,7 @@ std::pair<double, double> bench_stream(std::size_t size, int messages) {
     WaitPolicy policy;
     FrameKind kind;
     auto one = [&] {
-        if (client.call("sink", req, &out, &kind, policy) != Status::ok)
+        if (client.call(0, "sink", req, &out, &kind, policy) != Status::ok)
             std::abort();
     };
     one();

@@ -101,7 +101,7 @@ pid_t start_server(Segment &seg, std::chrono::nanoseconds spin) {
 void stop_server(Segment &seg, pid_t pid) {
     FutexWaker waker;
     stop_word(seg).store(1);
-    waker.wake(seg.region().header().dispatcher);
+    Dispatcher(seg.region(), 0).wake_all(waker);
     waitpid(pid, nullptr, 0);
 }
 
@@ -132,7 +132,7 @@ bool run_mode(Segment &seg, const Options &o, std::chrono::nanoseconds spin, std
         policy.deadline = clock_type::now() + std::chrono::seconds(10);
         FrameKind kind{};
         const auto t0 = clock_type::now();
-        const Status s = client.call("echo", std::span(req).first(r.size), &out, &kind, policy);
+        const Status s = client.call(0, "echo", std::span(req).first(r.size), &out, &kind, policy);
         const auto t1 = clock_type::now();
         if (s != Status::ok || out.size() != r.size ||
             std::memcmp(out.data(), req.data(), r.size) != 0) {

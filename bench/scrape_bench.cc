@@ -31,7 +31,7 @@ int main() {
     close(fd);
     ipc::StatsView view = ipc::StatsView::create(base, size, slots);
     for (std::uint32_t i = 0; i < slots; ++i)
-        view.record_call(i, 1000 + i, false);
+        view.record_call(i, 0, 1000 + i, false);
     exporter::StatsCollector collector(name);
     std::vector<double> us;
     std::size_t bytes = 0;

@@ -136,6 +136,8 @@ std::vector<MetricFamily> StatsCollector::Collect() const {
                 static_cast<double>(global(s, ipc::GlobalCounter::abandons)));
         counter("courier_late_responses_dropped_total", "Responses dropped because the session had gone",
                 static_cast<double>(global(s, ipc::GlobalCounter::late_responses_dropped)));
+        counter("courier_calls_dropped_unstarted_total", "Calls given up by their session while queued, never run",
+                static_cast<double>(global(s, ipc::GlobalCounter::calls_dropped_unstarted)));
         counter("courier_corrupt_frames_total", "Frames or indexes rejected as corrupt",
                 static_cast<double>(global(s, ipc::GlobalCounter::corrupt_frames)));
         counter("courier_messages_too_large_total", "Messages refused for exceeding courier.max_message_size",

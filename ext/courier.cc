@@ -20,9 +20,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "courier/ipc/layout.h"
 #include "host.h"
@@ -48,7 +51,8 @@ namespace courier::ext {
 int guc_slots = 64;
 int guc_ring_size_kb = 64;
 int guc_max_message_size_kb = 64 * 1024;
-char *guc_runtime = nullptr;
+char *guc_runtimes = nullptr;
+char *guc_runtime_obsolete = nullptr;
 int guc_worker_threads = 4;
 int guc_spin_us = 50;
 int guc_call_timeout_ms = 0;
@@ -68,10 +72,93 @@ shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
 shmem_request_hook_type prev_shmem_request_hook = nullptr;
 #endif
 
+std::vector<worker::RuntimeSpec> runtimes;
+std::string runtime_list;
+
 ipc::RegionParams params_from_gucs() {
     return ipc::RegionParams{static_cast<std::uint32_t>(guc_slots),
                              static_cast<std::uint64_t>(guc_ring_size_kb) * 1024,
-                             static_cast<std::uint64_t>(guc_max_message_size_kb) * 1024};
+                             static_cast<std::uint64_t>(guc_max_message_size_kb) * 1024,
+                             static_cast<std::uint32_t>(std::max<std::size_t>(runtimes.size(), 1))};
+}
+
+bool valid_runtime_name(std::string_view name) {
+    if (name.empty() || name.size() >= ipc::runtime_name_bytes)
+        return false;
+    for (char c : name)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_'))
+            return false;
+    return true;
+}
+
+/*
+ * "name", "name=library" or "library", comma-separated; a bare library
+ * (a path, or "courier_echo.so") is named after its file. Returns the
+ * reason on error, or nullptr.
+ */
+const char *parse_runtimes(const char *value, std::vector<worker::RuntimeSpec> *out) {
+    out->clear();
+    std::string_view rest(value != nullptr ? value : "");
+    while (!rest.empty()) {
+        const std::size_t comma = rest.find(',');
+        std::string_view item = rest.substr(0, comma);
+        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+        while (!item.empty() && std::isspace(static_cast<unsigned char>(item.front())))
+            item.remove_prefix(1);
+        while (!item.empty() && std::isspace(static_cast<unsigned char>(item.back())))
+            item.remove_suffix(1);
+        if (item.empty())
+            return "an entry is empty";
+        const std::size_t eq = item.find('=');
+        std::string_view library = eq == std::string_view::npos ? item : item.substr(eq + 1);
+        std::string_view name = item.substr(0, eq);
+        if (eq == std::string_view::npos) {
+            name = name.substr(name.rfind('/') == std::string_view::npos ? 0 : name.rfind('/') + 1);
+            if (name.size() > 3 && name.substr(name.size() - 3) == ".so")
+                name.remove_suffix(3);
+        }
+        if (!valid_runtime_name(name))
+            return "a runtime name must be 1 to 63 letters, digits or underscores (write name=library)";
+        if (library.empty())
+            return "a library is empty";
+        for (const auto &r : *out)
+            if (r.name == name)
+                return "a runtime name appears twice";
+        out->push_back(worker::RuntimeSpec{std::string(name), std::string(library)});
+    }
+    if (out->empty())
+        return "it lists no runtime";
+    if (out->size() > ipc::max_runtimes)
+        return "it lists more than 8 runtimes";
+    return nullptr;
+}
+
+bool check_runtimes(char **newval, void **, GucSource) {
+    std::vector<worker::RuntimeSpec> parsed;
+    if (const char *why = parse_runtimes(*newval, &parsed)) {
+        GUC_check_errdetail("courier.runtimes: %s.", why);
+        GUC_check_errhint("Write a comma-separated list of runtime libraries, each as name=library or library, "
+                          "for example 'courier_echo, fusion=/opt/fusion/libfusion.so'.");
+        return false;
+    }
+    return true;
+}
+
+/* courier.runtimes, or the obsolete courier.runtime when only that is set. */
+void load_runtime_list() {
+    const char *value = guc_runtimes;
+    if (guc_runtime_obsolete != nullptr && guc_runtime_obsolete[0] != '\0') {
+        if (std::string_view(guc_runtimes) != "courier_echo")
+            ereport(FATAL, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("both courier.runtime and courier.runtimes are set"),
+                            errhint("Remove courier.runtime: courier.runtimes replaces it.")));
+        ereport(WARNING, (errmsg("courier.runtime is obsolete; use courier.runtimes = '%s'", guc_runtime_obsolete)));
+        value = guc_runtime_obsolete;
+    }
+    if (const char *why = parse_runtimes(value, &runtimes))
+        ereport(FATAL, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("invalid courier.runtimes: %s", why)));
+    for (const auto &r : runtimes)
+        runtime_list += (runtime_list.empty() ? "" : ", ") + r.name;
 }
 
 ipc::RegionLayout layout_or_fatal() {
@@ -148,7 +235,12 @@ void shmem_startup() {
     auto *base = reinterpret_cast<void *>((reinterpret_cast<std::uintptr_t>(raw) + ipc::cache_line - 1) &
                                           ~static_cast<std::uintptr_t>(ipc::cache_line - 1));
     if (!found) {
-        region = ipc::Region::create(base, layout, create_stats_segment(layout.params.slots));
+        const ipc::StatsView stats = create_stats_segment(layout.params.slots);
+        std::vector<std::string> names;
+        for (const auto &r : runtimes)
+            names.push_back(r.name);
+        stats.set_runtimes(names);
+        region = ipc::Region::create(base, layout, stats);
         region_ready = true;
     }
     LWLockRelease(AddinShmemInitLock);
@@ -168,10 +260,16 @@ void define_gucs() {
                             "Enforced by both sides; a larger message fails the call with an error.",
                             &guc_max_message_size_kb, 64 * 1024, 1, 1024 * 1024, PGC_POSTMASTER,
                             GUC_UNIT_KB, nullptr, nullptr, nullptr);
-    DefineCustomStringVariable("courier.runtime", "Runtime library the courier worker loads after fork.",
-                               "A file name in the server's library directory, or an absolute path.",
-                               &guc_runtime, "courier_echo", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
-    DefineCustomIntVariable("courier.worker_threads", "Threads of the courier worker's pool.", nullptr,
+    DefineCustomStringVariable("courier.runtimes", "Runtime libraries the courier worker loads after fork.",
+                               "Comma-separated, each name=library or library (a file in the server's library "
+                               "directory, or an absolute path). A call names its runtime as 'name.function'; "
+                               "a call without a name goes to the first.",
+                               &guc_runtimes, "courier_echo", PGC_POSTMASTER, 0, check_runtimes, nullptr, nullptr);
+    DefineCustomStringVariable("courier.runtime", "Obsolete: use courier.runtimes.", nullptr, &guc_runtime_obsolete,
+                               "", PGC_POSTMASTER, GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("courier.worker_threads", "Threads of the courier worker's pool, per runtime.",
+                            "Callback-mode runtimes (ABI v1, v2 callback) each get this many threads; "
+                            "driven-mode runtimes get it as a hint for their own.",
                             &guc_worker_threads, 4, 1, 1024, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("courier.spin_us",
                             "Microseconds a waiting side spins before it sleeps on its latch.",
@@ -209,6 +307,17 @@ void register_worker() {
 
 ipc::Region *shared_region() { return region_ready ? &region : nullptr; }
 
+const std::vector<worker::RuntimeSpec> &runtime_specs() { return runtimes; }
+
+int runtime_index(std::string_view name) {
+    for (std::size_t i = 0; i < runtimes.size(); ++i)
+        if (runtimes[i].name == name)
+            return static_cast<int>(i);
+    return -1;
+}
+
+const char *runtime_names() { return runtime_list.c_str(); }
+
 }  // namespace courier::ext
 
 extern "C" void _PG_init(void) {
@@ -219,6 +328,7 @@ extern "C" void _PG_init(void) {
                         errhint("Add 'courier' to shared_preload_libraries in postgresql.conf and restart "
                                 "the server (courier-config install does both).")));
     define_gucs();
+    load_runtime_list();
     layout_or_fatal();  // refuse bad settings before the postmaster allocates anything
 #if PG_VERSION_NUM >= 150000
     prev_shmem_request_hook = shmem_request_hook;

@@ -1,5 +1,5 @@
 /*
- * host.h — what the extension shares with the worker inside courier.so.
+ * host.h — what courier.so's files share (private to ext/).
  *
  * The postmaster formats the region and the stats segment in its shmem
  * startup hook; every child inherits both mappings and the globals below
@@ -10,8 +10,12 @@
  */
 #pragma once
 
+#include <string_view>
+#include <vector>
+
 #include "courier/ipc/region.h"
 #include "courier/ipc/wait.h"
+#include "courier/worker/worker.h"
 
 extern "C" {
 #include "postgres.h"
@@ -23,7 +27,7 @@ namespace courier::ext {
 extern int guc_slots;
 extern int guc_ring_size_kb;
 extern int guc_max_message_size_kb;
-extern char *guc_runtime;
+extern char *guc_runtimes;
 extern int guc_worker_threads;
 extern int guc_spin_us;
 extern int guc_call_timeout_ms;
@@ -33,23 +37,31 @@ extern bool guc_enabled;
 /* The region of this cluster, or nullptr when courier was not preloaded. */
 ipc::Region *shared_region();
 
+/* courier.runtimes, parsed in the postmaster: index = the runtime's doorbell. */
+const std::vector<worker::RuntimeSpec> &runtime_specs();
+/* The index of the runtime called `name`, or -1. */
+int runtime_index(std::string_view name);
+/* "a, b, c": for messages. */
+const char *runtime_names();
+
 /*
- * The PostgreSQL waker. Parking on the latch is for the threads that own
- * MyLatch (backends, the worker's main thread); pool threads park on the
- * futex. Waking handles both kinds of Waiter: SetLatch on the PGPROC whose
- * number the Waiter holds (range-checked), the futex otherwise. SetLatch is
- * the one PostgreSQL call that is safe from the worker's pool threads.
+ * The PostgreSQL waker. A Waiter with a PGPROC number (a backend's side of
+ * its slot) sleeps on MyLatch, which only its own backend does; any other
+ * (the worker's threads) on the futex word. Waking handles both kinds:
+ * SetLatch on the PGPROC whose number the Waiter holds (range-checked), the
+ * futex otherwise. SetLatch is the one PostgreSQL call made from the
+ * worker's threads. Interrupts are reported only to latch waiters: the
+ * worker's threads never see the main thread's InterruptPending.
  */
 class LatchWaker final : public ipc::Waker {
 public:
-    explicit LatchWaker(bool park_on_latch) : park_on_latch_(park_on_latch) {}
     std::uint32_t prepare(ipc::Waiter &self) override;
-    ipc::ParkResult park(ipc::Waiter &self, std::uint32_t token,
-                         std::chrono::nanoseconds timeout) override;
+    ipc::ParkResult park(ipc::Waiter &self, std::uint32_t token, std::chrono::nanoseconds timeout) override;
     void wake(ipc::Waiter &peer) override;
+    void wake_all(ipc::Waiter &peer) override;
+    bool interrupted(const ipc::Waiter &self) const override;
 
 private:
-    bool park_on_latch_;
     ipc::FutexWaker futex_;
 };
 

@@ -3,9 +3,11 @@
  *
  * prepare() is ResetLatch(MyLatch): the ipc core re-checks its condition
  * after it, so a SetLatch that raced with the reset is never lost — the
- * latch stays set and WaitLatch returns at once. park() reports a pending
- * interrupt (cancel, terminate, timeouts) as `interrupted` so that the
- * caller runs CHECK_FOR_INTERRUPTS() outside of any C++ frame.
+ * latch stays set and WaitLatch returns at once. A cancel or terminate
+ * that arrives just before the reset is not lost either: its handler set
+ * InterruptPending, which interrupted() reports while spinning and before
+ * parking, and park() after WaitLatch; the caller then runs
+ * CHECK_FOR_INTERRUPTS() outside of any C++ frame and resumes the wait.
  */
 #include <chrono>
 
@@ -20,17 +22,24 @@ extern "C" {
 
 namespace courier::ext {
 
+static bool sleeps_on_latch(const ipc::Waiter &w) { return w.latch_proc.load(std::memory_order_relaxed) >= 0; }
+
 std::uint32_t LatchWaker::prepare(ipc::Waiter &self) {
-    if (!park_on_latch_)
+    if (!sleeps_on_latch(self))
         return futex_.prepare(self);
     ResetLatch(MyLatch);
     return 0;
 }
 
-ipc::ParkResult LatchWaker::park(ipc::Waiter &self, std::uint32_t token,
-                                 std::chrono::nanoseconds timeout) {
-    if (!park_on_latch_)
+bool LatchWaker::interrupted(const ipc::Waiter &self) const {
+    return sleeps_on_latch(self) && InterruptPending && INTERRUPTS_CAN_BE_PROCESSED();
+}
+
+ipc::ParkResult LatchWaker::park(ipc::Waiter &self, std::uint32_t token, std::chrono::nanoseconds timeout) {
+    if (!sleeps_on_latch(self))
         return futex_.park(self, token, timeout);
+    if (interrupted(self))
+        return ipc::ParkResult::interrupted;
     int events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
     long ms = -1;
     if (timeout.count() > 0) {
@@ -38,7 +47,7 @@ ipc::ParkResult LatchWaker::park(ipc::Waiter &self, std::uint32_t token,
         ms = static_cast<long>((timeout.count() + 999'999) / 1'000'000);
     }
     const int rc = WaitLatch(MyLatch, events, ms, PG_WAIT_EXTENSION);
-    if (InterruptPending)
+    if (interrupted(self))
         return ipc::ParkResult::interrupted;
     return (rc & WL_TIMEOUT) ? ipc::ParkResult::timeout : ipc::ParkResult::woken;
 }
@@ -49,6 +58,13 @@ void LatchWaker::wake(ipc::Waiter &peer) {
         SetLatch(&GetPGProcByNumber(proc)->procLatch);
     else
         futex_.wake(peer);
+}
+
+void LatchWaker::wake_all(ipc::Waiter &peer) {
+    if (sleeps_on_latch(peer))
+        wake(peer);
+    else
+        futex_.wake_all(peer);
 }
 
 int my_proc_number() {

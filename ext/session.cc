@@ -50,7 +50,7 @@ enum class Stage { idle, request, response, done };
 
 struct CourierCall {
     courier::ext::Stage stage;
-    char fn[256];
+    char fn[courier::ipc::runtime_name_bytes + courier::ipc::max_function_name + 1];  // as the caller named it
     /* The response piece being handed out by courier_call_read(). */
     const std::byte *piece;
     std::size_t piece_left;
@@ -60,7 +60,7 @@ struct CourierCall {
 namespace courier::ext {
 namespace {
 
-LatchWaker backend_waker(true);
+LatchWaker backend_waker;
 alignas(ipc::Client) unsigned char client_storage[sizeof(ipc::Client)];
 ipc::Client *client = nullptr;
 CourierCall current{};
@@ -239,14 +239,42 @@ CourierCall *check_call(CourierCall *call, Stage expected, const char *what) {
     return call;
 }
 
+[[noreturn]] void raise_aborted_response();
+
 /* Waits for the response's next frame and makes it the current piece. */
 void read_piece() {
     std::span<const std::byte> chunk;
     bool last = false;
-    pump([&] { return client->response().next(&chunk, &last); });
+    ipc::Status s;
+    pump([&] {
+        s = client->response().next(&chunk, &last);
+        return s == ipc::Status::aborted ? ipc::Status::ok : s;
+    });
+    if (s == ipc::Status::aborted)
+        raise_aborted_response();
     current.piece = chunk.data();
     current.piece_left = chunk.size();
     current.last_piece = last;
+}
+
+/* Appends a runtime's message; a NUL would cut the ERROR's text short, so it shows as \0. */
+void append_message(StringInfo msg, const std::byte *bytes, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+        if (bytes[i] == std::byte{0})
+            appendStringInfoString(msg, "\\0");
+        else
+            appendStringInfoChar(msg, static_cast<char>(bytes[i]));
+    }
+}
+
+/* Ends the call and raises the runtime's message (in msg) as an ERROR. */
+[[noreturn]] void raise_message(StringInfo msg) {
+    call_in_flight = false;
+    current.stage = Stage::idle;
+    client->end(ipc::Status::ok);
+    ereport(ERROR, (errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+                    errmsg("courier runtime error in \"%s\": %s", current.fn, msg->data)));
+    pg_unreachable();
 }
 
 /* The error response's text, as an ERROR. */
@@ -254,18 +282,35 @@ void read_piece() {
     StringInfoData msg;
     initStringInfo(&msg);
     for (;;) {
-        appendBinaryStringInfo(&msg, reinterpret_cast<const char *>(current.piece), static_cast<int>(current.piece_left));
+        append_message(&msg, current.piece, current.piece_left);
         if (current.last_piece)
             break;
         read_piece();
     }
     client->response().release();
-    call_in_flight = false;
-    current.stage = Stage::idle;
-    client->end(ipc::Status::ok);
-    ereport(ERROR, (errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-                    errmsg("courier runtime error in \"%s\": %s", current.fn, msg.data)));
-    pg_unreachable();
+    raise_message(&msg);
+}
+
+/*
+ * The worker gave up on the response part way (too large, or the runtime
+ * failed after writing some): the error message that follows says why.
+ * It is read in pieces small enough to leave no C++ object on the stack.
+ */
+[[noreturn]] void raise_aborted_response() {
+    StringInfoData msg;
+    initStringInfo(&msg);
+    ipc::MessageReader &reader = client->response();
+    reader.release();
+    reader = ipc::MessageReader(reader.endpoint());
+    for (bool last = false; !last;) {
+        std::span<const std::byte> chunk;
+        pump([&] { return reader.next(&chunk, &last); });
+        if (reader.kind() != ipc::FrameKind::error)
+            fail_call(ipc::Status::corrupt);
+        append_message(&msg, chunk.data(), chunk.size());
+    }
+    reader.release();
+    raise_message(&msg);
 }
 
 /* Makes the next response piece current; false at the end. */
@@ -292,24 +337,63 @@ extern "C" void courier_session_init(void) {
 
 extern "C" void courier_open_session(void) { open_session(); }
 
-extern "C" CourierCall *courier_call_begin(const char *fn, int64_t total_len) {
+namespace courier::ext {
+namespace {
+
+/*
+ * The runtime a call goes to: `runtime` if given, else the prefix of
+ * "runtime.fn", else the first of courier.runtimes. Sets *fn to the name
+ * the runtime sees.
+ */
+std::uint32_t resolve_runtime(const char *runtime, const char **fn) {
+    std::string_view name = runtime != nullptr ? std::string_view(runtime) : std::string_view();
+    if (runtime == nullptr) {
+        const char *dot = *fn != nullptr ? std::strchr(*fn, '.') : nullptr;
+        if (dot == nullptr)
+            return 0;
+        name = std::string_view(*fn, static_cast<std::size_t>(dot - *fn));
+        *fn = dot + 1;
+    }
+    const int index = runtime_index(name);
+    if (index < 0)
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
+                        errmsg("courier runtime \"%.*s\" is not configured", static_cast<int>(name.size()),
+                               name.data()),
+                        errdetail("courier.runtimes lists: %s.", runtime_names()),
+                        errhint("Call a listed runtime as 'runtime.function', or add it to courier.runtimes "
+                                "and restart the server.")));
+    return static_cast<std::uint32_t>(index);
+}
+
+}  // namespace
+}  // namespace courier::ext
+
+extern "C" CourierCall *courier_call_begin_runtime(const char *runtime, const char *fn, int64_t total_len) {
     open_session();
     abandon_call();  // one left by an ERROR the callbacks did not see
-    const std::size_t fn_len = fn != nullptr ? strnlen(fn, sizeof current.fn) : 0;
-    if (fn_len == 0 || fn_len >= sizeof current.fn)
+    const char *shown = fn;
+    const std::uint32_t index = resolve_runtime(runtime, &fn);
+    const std::size_t fn_len = fn != nullptr ? strnlen(fn, ipc::max_function_name + 1) : 0;
+    if (fn_len == 0 || fn_len > ipc::max_function_name)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                        errmsg("courier function name must be 1 to %zu bytes long", sizeof current.fn - 1)));
-    std::memcpy(current.fn, fn, fn_len + 1);
+                        errmsg("courier function name must be 1 to %zu bytes long", ipc::max_function_name)));
+    if (runtime != nullptr)
+        snprintf(current.fn, sizeof current.fn, "%s.%s", runtime, fn);
+    else
+        snprintf(current.fn, sizeof current.fn, "%s", shown);
     current.stage = Stage::request;
     current.piece = nullptr;
     current.piece_left = 0;
     current.last_piece = false;
     call_in_flight = true;
     const std::uint64_t total = total_len < 0 ? ipc::unknown_length : static_cast<std::uint64_t>(total_len);
-    const ipc::Status s = client->start(current.fn, total, call_policy());
-    if (s != ipc::Status::ok)
-        fail_call(s);  // start() cannot block: the rings are empty between calls
+    const ipc::WaitPolicy policy = call_policy();
+    pump([&] { return client->start(index, std::string_view(fn, fn_len), total, policy); });
     return &current;
+}
+
+extern "C" CourierCall *courier_call_begin(const char *fn, int64_t total_len) {
+    return courier_call_begin_runtime(nullptr, fn, total_len);
 }
 
 extern "C" void courier_call_write(CourierCall *call, const void *data, size_t len) {
@@ -362,7 +446,11 @@ extern "C" void courier_call_finish(CourierCall *call) {
 }
 
 extern "C" struct varlena *courier_call(const char *fn, const void *data, size_t len) {
-    CourierCall *call = courier_call_begin(fn, static_cast<int64_t>(len));
+    return courier_call_runtime(nullptr, fn, data, len);
+}
+
+extern "C" struct varlena *courier_call_runtime(const char *runtime, const char *fn, const void *data, size_t len) {
+    CourierCall *call = courier_call_begin_runtime(runtime, fn, static_cast<int64_t>(len));
     courier_call_write(call, data, len);
     courier_call_end_request(call);
     /* Size the result from the first frame when the worker declared it. */

@@ -52,16 +52,30 @@ ipc::Region &region_or_error() {
     return *r;
 }
 
+/*
+ * free, leased (a session holds it between calls), calling (a call waits
+ * for a server thread), serving (a server thread or the runtime has it),
+ * abandoned (the session gave up; the worker still holds the call).
+ */
 const char *slot_state(std::uint32_t bits) {
     if (bits == 0)
         return "free";
     if (!(bits & ipc::held_by_client))
-        return "abandoned";  // the worker still finishes a call nobody waits for
+        return "abandoned";
+    if (bits & ipc::accepted_by_server)
+        return "serving";
     return (bits & ipc::held_by_server) ? "calling" : "leased";
 }
 
 std::uint64_t side(const ipc::SideCounters &c, ipc::Counter which) {
     return c.value[static_cast<std::size_t>(which)].load(std::memory_order_relaxed);
+}
+
+std::uint64_t all_runtimes(const std::atomic<std::uint64_t> (&per_runtime)[ipc::max_runtimes]) {
+    std::uint64_t n = 0;
+    for (const auto &v : per_runtime)
+        n += v.load(std::memory_order_relaxed);
+    return n;
 }
 
 }  // namespace
@@ -92,8 +106,8 @@ extern "C" Datum courier_slots(PG_FUNCTION_ARGS) {
         values[2] = Int32GetDatum(sc->owner_pid.load(std::memory_order_relaxed));
         nulls[2] = bits == 0;
         values[3] = Int64GetDatum(static_cast<int64>(sc->generation.load(std::memory_order_relaxed)));
-        values[4] = Int64GetDatum(static_cast<int64>(st->calls.calls.load(std::memory_order_relaxed)));
-        values[5] = Int64GetDatum(static_cast<int64>(st->calls.call_errors.load(std::memory_order_relaxed)));
+        values[4] = Int64GetDatum(static_cast<int64>(all_runtimes(st->calls.calls)));
+        values[5] = Int64GetDatum(static_cast<int64>(all_runtimes(st->calls.call_errors)));
         values[6] = Int64GetDatum(static_cast<int64>(side(st->client, ipc::Counter::bytes_sent)));
         values[7] = Int64GetDatum(static_cast<int64>(side(st->server, ipc::Counter::bytes_sent)));
         values[8] = Int64GetDatum(static_cast<int64>(side(st->client, ipc::Counter::wakeups_sent) +

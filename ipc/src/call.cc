@@ -10,8 +10,6 @@
 namespace courier::ipc {
 namespace {
 
-constexpr std::size_t max_function_name = 255;
-
 std::uint64_t now_ns() {
     return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                           std::chrono::steady_clock::now().time_since_epoch())
@@ -52,73 +50,80 @@ void Client::close() {
 
 void Client::abandon() {
     if (handle_.valid())
-        region_->abandon(handle_);
+        region_->abandon(handle_, *waker_);
     handle_ = SlotHandle{};
 }
 
-Status Client::start(std::string_view fn, std::uint64_t payload_total, const WaitPolicy &policy) {
-    if (!handle_.valid() || fn.empty() || fn.size() > max_function_name ||
+Status Client::start(std::uint32_t runtime, std::string_view fn, std::uint64_t payload_total,
+                     const WaitPolicy &policy) {
+    if (!handle_.valid() || runtime >= region_->runtimes() || fn.empty() || fn.size() > max_function_name ||
         fn.find('\0') != std::string_view::npos)
         return Status::bad_argument;
-    std::uint64_t total = unknown_length;
-    if (payload_total != unknown_length) {
-        total = fn.size() + 1 + payload_total;
-        if (payload_total > region_->max_message_size() || total > region_->max_message_size()) {
-            if (region_->stats().valid())
-                region_->stats().add(GlobalCounter::too_large);
-            return Status::too_large;  // refused before anything was sent
-        }
+    if (!attempted_) {
+        attempted_ = true;  // from here on the call counts, failed or not
+        started_ns_ = now_ns();
+        runtime_ = runtime;
     }
-    started_ns_ = now_ns();
-    std::uint64_t epoch = 0;
-    if (Status s = region_->begin_call(handle_, policy.deadline, &epoch); s != Status::ok) {
-        end(s);
-        return s;
+    if (payload_total != unknown_length && payload_total > region_->max_message_size()) {
+        if (region_->stats().valid())
+            region_->stats().add(GlobalCounter::too_large);
+        return Status::too_large;  // refused before anything was sent
     }
-    ep_ = Endpoint{region_, handle_.index, handle_.generation, epoch, true, waker_, policy,
+    ep_ = Endpoint{region_, handle_.index, handle_.generation, 0, true, waker_, policy,
                    client_counters(*region_, handle_.index)};
-    writer_ = MessageWriter(ep_, FrameKind::request, total);
-    region_->ring_doorbell(handle_, *waker_, ep_.counters);
+    std::uint64_t epoch = 0;
+    const Status s = wait_until(ep_.self(), *waker_, ep_.wait_policy(), ep_.counters,
+                                [&] { return region_->begin_call(handle_, &epoch); });
+    if (s != Status::ok)
+        return s;
+    ep_.epoch = epoch;
+    ep_.ring_runtime = static_cast<std::int32_t>(runtime);
+    /* The name travels in the first frame; the payload limit is the payload's alone. */
+    const std::uint64_t total = payload_total == unknown_length ? unknown_length : fn.size() + 1 + payload_total;
+    writer_ = MessageWriter(ep_, FrameKind::request, total, fn.size() + 1);
     std::byte name[max_function_name + 1];
     std::memcpy(name, fn.data(), fn.size());
     name[fn.size()] = std::byte{0};
-    const Status s = writer_.write(std::span<const std::byte>(name, fn.size() + 1));
-    if (s != Status::ok)
-        end(s);
-    return s;
+    return writer_.write(std::span<const std::byte>(name, fn.size() + 1));
 }
 
 Status Client::finish_request() {
-    const Status s = writer_.finish();
-    if (s != Status::ok) {
-        end(s);
+    if (Status s = writer_.finish(); s != Status::ok)
         return s;
-    }
     reader_ = MessageReader(ep_);
     return Status::ok;
 }
 
+Status Client::read_abort_reason(std::vector<std::byte> *why) {
+    reader_.release();
+    reader_ = MessageReader(ep_);
+    const Status s = reader_.read_all(why);
+    if (s == Status::ok && reader_.kind() != FrameKind::error)
+        return Status::corrupt;
+    return s;
+}
+
 void Client::end(Status outcome) {
-    if (region_->stats().valid() && handle_.valid())
-        region_->stats().record_call(handle_.index, now_ns() - started_ns_,
+    if (attempted_ && region_->stats().valid() && handle_.valid())
+        region_->stats().record_call(handle_.index, runtime_, now_ns() - started_ns_,
                                      outcome != Status::ok || reader_.kind() == FrameKind::error);
+    attempted_ = false;
     if (outcome != Status::ok)
         abandon();
 }
 
-Status Client::call(std::string_view fn, std::span<const std::byte> payload,
+Status Client::call(std::uint32_t runtime, std::string_view fn, std::span<const std::byte> payload,
                     std::vector<std::byte> *out, FrameKind *kind, const WaitPolicy &policy) {
     reader_ = MessageReader();
-    if (Status s = start(fn, payload.size(), policy); s != Status::ok)
-        return s;
-    Status s = writer_.write(payload);
+    Status s = start(runtime, fn, payload.size(), policy);
+    if (s == Status::ok)
+        s = writer_.write(payload);
     if (s == Status::ok)
         s = finish_request();
-    else
-        end(s);
-    if (s != Status::ok)
-        return s;
-    s = reader_.read_all(out);
+    if (s == Status::ok)
+        s = reader_.read_all(out);
+    if (s == Status::aborted)
+        s = read_abort_reason(out);
     end(s);
     if (s == Status::ok)
         *kind = reader_.kind();
@@ -127,22 +132,10 @@ Status Client::call(std::string_view fn, std::span<const std::byte> payload,
 
 /* ---------------------------------------------------------------- server */
 
-bool accept_call(Region &region, std::uint32_t index, std::uint64_t *generation) {
-    SlotControl *sc = region.slot(index);
-    if (sc == nullptr)
-        return false;
-    std::uint32_t st = sc->state.load(std::memory_order_acquire);
-    do {
-        if (!(st & held_by_server) || (st & accepted_by_server))
-            return false;
-    } while (!sc->state.compare_exchange_weak(st, st | accepted_by_server, std::memory_order_acq_rel));
-    *generation = sc->generation.load(std::memory_order_acquire);
-    return true;
-}
-
-ServerCall::ServerCall(Region &region, std::uint32_t index, std::uint64_t generation, Waker &waker,
-                       const WaitPolicy &policy)
-    : ep_{&region, index, generation, 0, false, &waker, policy, server_counters(region, index)},
+ServerCall::ServerCall(Region &region, const Accepted &call, Waker &waker, const WaitPolicy &policy,
+                       const std::atomic<bool> *stopping)
+    : ep_{&region, call.index, call.generation, 0, false, &waker, policy, server_counters(region, call.index),
+          stopping},
       reader_(ep_) {}
 
 Status ServerCall::read_function(std::string *fn) {
@@ -159,7 +152,7 @@ Status ServerCall::read_function(std::string *fn) {
         if (fn->size() > max_function_name)
             return Status::corrupt;
         if (nul != nullptr) {
-            pending_ = chunk.subspan(name_bytes + 1);  // the frame stays held until read_payload
+            pending_ = chunk.subspan(name_bytes + 1);  // the frame stays held until read on
             return Status::ok;
         }
         if (last)
@@ -183,6 +176,11 @@ Status ServerCall::read_payload(std::vector<std::byte> *out) {
     return Status::ok;
 }
 
+Status ServerCall::drain_request() {
+    pending_ = {};
+    return reader_.skip_rest();
+}
+
 MessageWriter ServerCall::respond(FrameKind kind, std::uint64_t total) {
     MessageWriter w(ep_, kind, total);
     w.defer_last_notify();  // finish() wakes the client once the slot is let go
@@ -204,30 +202,26 @@ Status ServerCall::respond_error(std::string_view message) {
 
 /*
  * Order matters here. The client may start its next call the moment it sees
- * our last frame, and begin_call() waits until this call has let go of the
- * slot. Waking the client (a syscall, after which the woken backend often
- * preempts this thread) before letting go made every client wait on a
- * preempted server thread. So: decide whether a wake is needed (the Dekker
- * half of notify), let go, then wake. A wake that lands after the slot was
- * abandoned and leased again is a spurious wakeup, which waiters tolerate.
+ * our last frame, and start() waits until this call has let go of the slot.
+ * Waking the client (a syscall, after which the woken backend often preempts
+ * this thread) before letting go made every client wait on a preempted
+ * server thread. So: let go, then the Dekker half of notify (fence, read
+ * the client's sleeping flag), then wake: the fence orders both the last
+ * frame and the let-go before the read, so a client asleep on either is
+ * woken. A wake that lands after the slot was abandoned and leased again
+ * is a spurious wakeup, which waiters tolerate.
  */
 void ServerCall::finish() {
     if (finished_)
         return;
     finished_ = true;
+    reader_.release();  // a request frame still held in place: the session's next call follows it
     const bool gone = ep_.region->client_gone(ep_.index, ep_.generation);
     if (gone && ep_.region->stats().valid())
         ep_.region->stats().add(GlobalCounter::late_responses_dropped);
-    Waiter &client = ep_.peer();
-    bool wake = false;
-    if (!gone) {
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        wake = client.sleeping.load(std::memory_order_relaxed) != 0;
-        bump(ep_.counters, wake ? Counter::wakeups_sent : Counter::wakeups_elided);
-    }
     ep_.region->finish_serving(ep_.index);
-    if (wake)
-        ep_.waker->wake(client);
+    if (!gone)
+        notify(ep_.peer(), *ep_.waker, ep_.counters);
 }
 
 }  // namespace courier::ipc

@@ -11,6 +11,8 @@ namespace courier::ipc {
 Status Endpoint::call_alive() const {
     if (is_client)
         return region->server_epoch() == epoch ? Status::ok : Status::server_restarted;
+    if (stopping != nullptr && stopping->load(std::memory_order_relaxed))
+        return Status::stopping;
     return region->client_gone(index, generation) ? Status::abandoned : Status::ok;
 }
 
@@ -35,8 +37,8 @@ static void count_refusal(const Endpoint &ep, Status s) {
 
 /* ---------------------------------------------------------------- writer */
 
-MessageWriter::MessageWriter(const Endpoint &ep, FrameKind kind, std::uint64_t total)
-    : ep_(ep), ring_(ep.outbound()), kind_(kind), total_(total) {}
+MessageWriter::MessageWriter(const Endpoint &ep, FrameKind kind, std::uint64_t total, std::uint64_t exempt)
+    : ep_(ep), ring_(ep.outbound()), kind_(kind), total_(total), exempt_(exempt) {}
 
 Status MessageWriter::open_frame(std::uint64_t min, std::uint64_t max) {
     bool stalled = false;
@@ -63,20 +65,23 @@ Status MessageWriter::open_frame(std::uint64_t min, std::uint64_t max) {
 void MessageWriter::publish(std::uint16_t extra_flags) {
     const std::uint16_t flags = static_cast<std::uint16_t>((first_ ? frame_first : 0) | extra_flags);
     ring_.commit(frame_used_, kind_, flags, ep_.generation, total_);
+    const bool ring_bell = first_ && ep_.ring_runtime >= 0;
     first_ = false;
     open_ = false;
     if (extra_flags & frame_last) {
         done_ = true;
         bump(ep_.counters, Counter::messages_sent);
         bump(ep_.counters, Counter::bytes_sent, written_);
-        if (defer_last_notify_)
-            return;
     }
-    notify(ep_.peer(), *ep_.waker, ep_.counters);
+    if (ring_bell)
+        ep_.region->ring_doorbell(static_cast<std::uint32_t>(ep_.ring_runtime),
+                                  SlotHandle{ep_.index, ep_.generation}, *ep_.waker, ep_.counters);
+    else if (!(done_ && defer_last_notify_))
+        notify(ep_.peer(), *ep_.waker, ep_.counters);
 }
 
 Status MessageWriter::refuse_if_too_large(std::uint64_t more) {
-    const std::uint64_t limit = ep_.region->max_message_size();
+    const std::uint64_t limit = ep_.region->max_message_size() + exempt_;
     if ((total_ == unknown_length || total_ <= limit) && written_ + more <= limit)
         return Status::ok;
     count_refusal(ep_, Status::too_large);
@@ -122,7 +127,7 @@ Status MessageWriter::reserve(std::uint64_t want, std::span<std::byte> *out) {
         return s;
     if (total_ != unknown_length)
         want = std::min(want, total_ - written_);
-    want = std::min(want, ep_.region->max_message_size() - written_);
+    want = std::min(want, ep_.region->max_message_size() + exempt_ - written_);
     if (want == 0)
         return Status::bad_argument;
     if (open_ && frame_used_ == frame_.size())
@@ -187,8 +192,10 @@ Status MessageReader::validate(const Frame &f) {
         return Status::corrupt;
     }
     if (h.flags & frame_aborted)
-        return Status::too_large;
-    const std::uint64_t limit = ep_.region->max_message_size();
+        return Status::aborted;
+    /* A request carries its function name ahead of the payload the limit is for. */
+    const std::uint64_t limit =
+        ep_.region->max_message_size() + (kind_ == FrameKind::request ? max_function_name + 1 : 0);
     const std::uint64_t after = received_ + h.length;
     if ((total_ != unknown_length && total_ > limit) || after > limit)
         return Status::too_large;

@@ -3,6 +3,7 @@
  */
 #include "courier/ipc/layout.h"
 
+#include "courier/ipc/dispatch.h"
 #include "courier/ipc/region.h"
 #include "courier/ipc/stats.h"
 
@@ -23,6 +24,8 @@ const char *describe_layout_error(const RegionParams &p) {
         return "ring_size must be a power of two (for example 64kB, 1MB)";
     if (p.max_message_size < min_max_message_size || p.max_message_size > max_max_message_size)
         return "max_message_size must be between 1 byte and 1 GB";
+    if (p.runtimes < min_runtimes || p.runtimes > max_runtimes)
+        return "runtimes must be between 1 and 8";
     return nullptr;
 }
 
@@ -40,11 +43,15 @@ Status compute_layout(const RegionParams &params, RegionLayout *out) {
     std::size_t at = 0;
     l.header_offset = at;
     at = align_up(at + sizeof(RegionHeader), cache_line);
+    l.dispatch_offset = at;
+    at = align_up(at + sizeof(DispatchControl) * params.runtimes, cache_line);
     l.freelist_offset = at;
     at = align_up(at + sizeof(std::uint32_t) * params.slots, cache_line);
-    l.doorbell_offset = at;
-    l.doorbell_words = (params.slots + 63) / 64;
-    at = align_up(at + sizeof(std::uint64_t) * l.doorbell_words, cache_line);
+    l.bells_offset = at;
+    l.bell_words = (params.slots + 63) / 64;
+    /* Each bitmap on lines of its own: backends ring one runtime's bell. */
+    l.bell_stride = align_up(sizeof(std::uint64_t) * l.bell_words, cache_line);
+    at += l.bell_stride * (params.runtimes + 1);
     l.slots_offset = at;
     l.slot_stride = align_up(sizeof(SlotControl), cache_line);
     at += l.slot_stride * params.slots;

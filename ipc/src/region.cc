@@ -12,55 +12,70 @@ namespace courier::ipc {
 
 Region Region::create(void *base, const RegionLayout &layout, StatsView stats) {
     std::memset(base, 0, layout.region_size);
-    Region r;
-    r.layout_ = layout;
-    r.base_ = static_cast<std::byte *>(base);
-    r.stats_ = stats;
-    r.header_ = new (r.base_ + layout.header_offset) RegionHeader{};
-    r.header_->magic = region_magic;
-    r.header_->version = region_version;
-    r.header_->slots = layout.params.slots;
-    r.header_->ring_size = layout.params.ring_size;
-    r.header_->max_message_size = layout.params.max_message_size;
-    r.header_->region_size = layout.region_size;
-    init_waiter(r.header_->dispatcher);
-    r.header_->max_spinners = std::max(1u, usable_cpus() - 1);
-
-    auto *links = reinterpret_cast<std::atomic<std::uint32_t> *>(r.base_ + layout.freelist_offset);
-    auto *words = reinterpret_cast<std::atomic<std::uint64_t> *>(r.base_ + layout.doorbell_offset);
+    auto *bytes = static_cast<std::byte *>(base);
+    auto *h = new (bytes + layout.header_offset) RegionHeader{};
+    h->magic = region_magic;
+    h->version = region_version;
+    h->slots = layout.params.slots;
+    h->ring_size = layout.params.ring_size;
+    h->max_message_size = layout.params.max_message_size;
+    h->region_size = layout.region_size;
+    h->runtimes = layout.params.runtimes;
+    init_waiter(h->cancels);
+    h->max_spinners = std::max(1u, usable_cpus() - 1);
+    for (std::uint32_t r = 0; r < layout.params.runtimes; ++r) {
+        auto *d = new (bytes + layout.dispatch_offset + r * sizeof(DispatchControl)) DispatchControl{};
+        init_waiter(d->idle);
+    }
+    auto *links = reinterpret_cast<std::atomic<std::uint32_t> *>(bytes + layout.freelist_offset);
     for (std::uint32_t i = 0; i < layout.params.slots; ++i) {
         new (&links[i]) std::atomic<std::uint32_t>(0);
-        SlotControl *sc = new (r.base_ + layout.slots_offset + i * layout.slot_stride) SlotControl{};
+        SlotControl *sc = new (bytes + layout.slots_offset + i * layout.slot_stride) SlotControl{};
         init_waiter(sc->client);
         init_waiter(sc->server);
     }
-    for (std::size_t w = 0; w < layout.doorbell_words; ++w)
+    auto *words = reinterpret_cast<std::atomic<std::uint64_t> *>(bytes + layout.bells_offset);
+    for (std::size_t w = 0; w < layout.bell_stride / sizeof(std::uint64_t) * (layout.params.runtimes + 1); ++w)
         new (&words[w]) std::atomic<std::uint64_t>(0);
-    r.freelist_ = FreeList(&r.header_->freelist_head, links, layout.params.slots);
+    Region r;
+    r.layout_ = layout;
+    r.base_ = bytes;
+    r.header_ = h;
+    r.stats_ = stats;
+    r.freelist_ = FreeList(&h->freelist_head, links, layout.params.slots);
     r.freelist_.init_full();
-    r.doorbell_ = Doorbell(words, layout.params.slots);
     return r;
 }
 
 Status Region::attach(void *base, const RegionLayout &layout, StatsView stats, Region *out) {
-    auto *h = reinterpret_cast<RegionHeader *>(static_cast<std::byte *>(base) + layout.header_offset);
+    auto *bytes = static_cast<std::byte *>(base);
+    auto *h = reinterpret_cast<RegionHeader *>(bytes + layout.header_offset);
     if (h->magic != region_magic || h->version != region_version ||
         h->slots != layout.params.slots || h->ring_size != layout.params.ring_size ||
         h->max_message_size != layout.params.max_message_size ||
-        h->region_size != layout.region_size)
+        h->region_size != layout.region_size || h->runtimes != layout.params.runtimes)
         return Status::corrupt;
     Region r;
     r.layout_ = layout;
-    r.base_ = static_cast<std::byte *>(base);
-    r.stats_ = stats;
+    r.base_ = bytes;
     r.header_ = h;
+    r.stats_ = stats;
     r.freelist_ = FreeList(&h->freelist_head,
-                           reinterpret_cast<std::atomic<std::uint32_t> *>(r.base_ + layout.freelist_offset),
-                           layout.params.slots);
-    r.doorbell_ = Doorbell(reinterpret_cast<std::atomic<std::uint64_t> *>(r.base_ + layout.doorbell_offset),
+                           reinterpret_cast<std::atomic<std::uint32_t> *>(bytes + layout.freelist_offset),
                            layout.params.slots);
     *out = r;
     return Status::ok;
+}
+
+Doorbell Region::doorbell(std::uint32_t runtime) const {
+    auto *words = reinterpret_cast<std::atomic<std::uint64_t> *>(
+        base_ + layout_.bells_offset + std::min(runtime, runtimes()) * layout_.bell_stride);
+    return Doorbell(words, layout_.params.slots);
+}
+
+DispatchControl &Region::dispatch(std::uint32_t runtime) const {
+    return *reinterpret_cast<DispatchControl *>(base_ + layout_.dispatch_offset +
+                                                std::min(runtime, runtimes() - 1) * sizeof(DispatchControl));
 }
 
 SlotControl *Region::slot(std::uint32_t index) const {
@@ -147,28 +162,39 @@ Status Region::release(const SlotHandle &handle) {
     return Status::ok;
 }
 
-void Region::abandon(const SlotHandle &handle) {
-    if (release(handle) == Status::ok && stats_.valid())
+/*
+ * The server may be parked on this slot's rings (a full response ring, a
+ * request still coming): wake it, so that it sees the client gone. The
+ * runtime may also hold the call with no thread on the slot at all: the
+ * cancel bell tells the worker's watcher, which tells the runtime.
+ */
+void Region::abandon(const SlotHandle &handle, Waker &waker) {
+    SlotControl *sc = slot(handle.index);
+    if (!handle_current(sc, handle))
+        return;
+    const std::uint32_t prev = sc->state.fetch_and(~held_by_client, std::memory_order_acq_rel);
+    if ((prev & held_by_client) == 0)
+        return;
+    if (stats_.valid())
         stats_.add(GlobalCounter::abandons);
+    if ((prev & held_by_server) == 0) {
+        push_free(handle.index);
+        return;
+    }
+    cancel_bell().ring(handle.index);
+    notify(header_->cancels, waker, nullptr);
+    notify(sc->server, waker, nullptr);
 }
 
-Status Region::begin_call(const SlotHandle &handle, std::chrono::steady_clock::time_point deadline,
-                          std::uint64_t *epoch) {
+Status Region::begin_call(const SlotHandle &handle, std::uint64_t *epoch) {
     SlotControl *sc = slot(handle.index);
     if (!handle_current(sc, handle))
         return Status::stale;
-    /* The previous call's server clears its bit just after its last frame. */
-    for (unsigned i = 0; sc->state.load(std::memory_order_acquire) & held_by_server; ++i) {
-        if (i < 256) {
-            cpu_relax();
-            continue;
-        }
-        if (std::chrono::steady_clock::now() >= deadline)
-            return Status::timeout;
-        std::this_thread::yield();
-    }
+    if (sc->state.load(std::memory_order_acquire) & held_by_server)
+        return Status::would_block;  // the previous call's server has not let go yet
     /* Read the epoch before claiming the server: a new epoch that starts
-     * in between clears the bit, and the changed epoch fails the call. */
+     * in between either clears the bit in its scan or, if the scan came
+     * first, accept() refuses the call; either way it fails, never hangs. */
     const std::uint64_t e = header_->server_epoch.load(std::memory_order_acquire);
     sc->call_epoch.store(e, std::memory_order_relaxed);
     sc->state.fetch_or(held_by_server, std::memory_order_seq_cst);
@@ -176,9 +202,10 @@ Status Region::begin_call(const SlotHandle &handle, std::chrono::steady_clock::t
     return Status::ok;
 }
 
-void Region::ring_doorbell(const SlotHandle &handle, Waker &waker, SideCounters *counters) {
-    doorbell_.ring(handle.index);
-    notify(header_->dispatcher, waker, counters);
+void Region::ring_doorbell(std::uint32_t runtime, const SlotHandle &handle, Waker &waker,
+                           SideCounters *counters) {
+    doorbell(runtime).ring(handle.index);
+    notify_idle(dispatch(runtime), waker, counters);
 }
 
 std::uint64_t Region::begin_server_epoch(Waker &waker) {
@@ -205,6 +232,23 @@ std::uint64_t Region::begin_server_epoch(Waker &waker) {
     return epoch;
 }
 
+Status Region::accept(std::uint32_t index, Waker &waker, std::uint64_t *generation) {
+    SlotControl *sc = slot(index);
+    if (sc == nullptr)
+        return Status::corrupt;
+    std::uint32_t st = sc->state.load(std::memory_order_acquire);
+    do {
+        if (!(st & held_by_server) || (st & accepted_by_server))
+            return Status::stale;
+    } while (!sc->state.compare_exchange_weak(st, st | accepted_by_server, std::memory_order_acq_rel));
+    *generation = sc->generation.load(std::memory_order_acquire);
+    if (sc->call_epoch.load(std::memory_order_relaxed) == server_epoch())
+        return Status::ok;
+    finish_serving(index);  // begun under a dead server: its client fails it
+    notify(sc->client, waker, nullptr);
+    return Status::server_restarted;
+}
+
 bool Region::client_gone(std::uint32_t index, std::uint64_t generation) const {
     const SlotControl *sc = slot(index);
     return (sc->state.load(std::memory_order_acquire) & held_by_client) == 0 ||
@@ -216,6 +260,11 @@ void Region::finish_serving(std::uint32_t index) {
         slot(index)->state.fetch_and(~(held_by_server | accepted_by_server), std::memory_order_acq_rel);
     if ((prev & held_by_server) && (prev & held_by_client) == 0)
         push_free(index);
+}
+
+void Region::wake_servers(Waker &waker) {
+    for (std::uint32_t i = 0; i < slots(); ++i)
+        notify(slot(i)->server, waker, nullptr);
 }
 
 std::uint32_t Region::slots_in_use() const {

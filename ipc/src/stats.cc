@@ -3,6 +3,8 @@
  */
 #include "courier/ipc/stats.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <new>
 
@@ -66,7 +68,7 @@ Status StatsView::attach(void *base, std::size_t size, StatsView *out) {
     if (h->magic != stats_magic || h->version != stats_version)
         return Status::corrupt;
     if (h->slots < min_slots || h->slots > max_slots || stats_segment_size(h->slots) > size ||
-        h->segment_size > size)
+        h->segment_size > size || h->runtimes > max_runtimes)
         return Status::corrupt;
     out->header_ = h;
     out->globals_ = reinterpret_cast<GlobalCounters *>(bytes + header_bytes);
@@ -74,9 +76,21 @@ Status StatsView::attach(void *base, std::size_t size, StatsView *out) {
     return Status::ok;
 }
 
-void StatsView::record_call(std::uint32_t slot, std::uint64_t latency_ns, bool failed) const {
+void StatsView::set_runtimes(const std::vector<std::string> &names) const {
+    header_->runtimes = static_cast<std::uint32_t>(std::min<std::size_t>(names.size(), max_runtimes));
+    for (std::uint32_t r = 0; r < header_->runtimes; ++r)
+        std::snprintf(header_->runtime[r].name, runtime_name_bytes, "%s", names[r].c_str());
+}
+
+void StatsView::set_runtime_state(std::uint32_t runtime, RuntimeState state) const {
+    if (runtime < header_->runtimes)
+        header_->runtime[runtime].state.store(static_cast<std::uint32_t>(state), std::memory_order_relaxed);
+}
+
+void StatsView::record_call(std::uint32_t slot, std::uint32_t runtime, std::uint64_t latency_ns,
+                            bool failed) const {
     SlotStats *s = this->slot(slot);
-    if (s == nullptr)
+    if (s == nullptr || runtime >= max_runtimes)
         return;
     auto add = [](std::atomic<std::uint64_t> &v, std::uint64_t n) {
         v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -84,9 +98,9 @@ void StatsView::record_call(std::uint32_t slot, std::uint64_t latency_ns, bool f
     std::size_t b = 0;
     while (b < latency_bounds_ns.size() && latency_ns > latency_bounds_ns[b])
         ++b;
-    add(s->calls.calls, 1);
+    add(s->calls.calls[runtime], 1);
     if (failed)
-        add(s->calls.call_errors, 1);
+        add(s->calls.call_errors[runtime], 1);
     add(s->calls.latency_sum_ns, latency_ns);
     add(s->calls.latency_bucket[b], 1);
 }
@@ -101,6 +115,11 @@ StatsSnapshot read_stats(const StatsView &view) {
     snap.slots_in_use = h.slots_in_use.load(std::memory_order_relaxed);
     snap.server_epoch = h.server_epoch.load(std::memory_order_relaxed);
     snap.server_pid = h.server_pid.load(std::memory_order_relaxed);
+    snap.runtimes.resize(std::min<std::uint32_t>(h.runtimes, max_runtimes));
+    for (std::size_t r = 0; r < snap.runtimes.size(); ++r) {
+        snap.runtimes[r].name.assign(h.runtime[r].name, strnlen(h.runtime[r].name, runtime_name_bytes));
+        snap.runtimes[r].state = static_cast<RuntimeState>(h.runtime[r].state.load(std::memory_order_relaxed));
+    }
     auto *bytes = reinterpret_cast<const std::byte *>(&h);
     auto *globals = reinterpret_cast<const GlobalCounters *>(bytes + header_bytes);
     for (std::size_t i = 0; i < global_counter_count; ++i)
@@ -111,8 +130,16 @@ StatsSnapshot read_stats(const StatsView &view) {
             snap.client[i] += slot->client.value[i].load(std::memory_order_relaxed);
             snap.server[i] += slot->server.value[i].load(std::memory_order_relaxed);
         }
-        snap.calls += slot->calls.calls.load(std::memory_order_relaxed);
-        snap.call_errors += slot->calls.call_errors.load(std::memory_order_relaxed);
+        for (std::size_t r = 0; r < max_runtimes; ++r) {
+            const std::uint64_t calls = slot->calls.calls[r].load(std::memory_order_relaxed);
+            const std::uint64_t errors = slot->calls.call_errors[r].load(std::memory_order_relaxed);
+            snap.calls += calls;
+            snap.call_errors += errors;
+            if (r < snap.runtimes.size()) {
+                snap.runtimes[r].calls += calls;
+                snap.runtimes[r].call_errors += errors;
+            }
+        }
         snap.latency_sum_ns += slot->calls.latency_sum_ns.load(std::memory_order_relaxed);
         for (std::size_t b = 0; b < latency_buckets; ++b)
             snap.latency_bucket[b] += slot->calls.latency_bucket[b].load(std::memory_order_relaxed);
@@ -138,6 +165,13 @@ std::vector<StatRow> stat_rows(const StatsSnapshot &snap) {
     rows.push_back({"calls", snap.calls, "Calls completed or failed"});
     rows.push_back({"call_errors", snap.call_errors, "Calls that ended in an error"});
     rows.push_back({"call_latency_sum_ns", snap.latency_sum_ns, "Sum of call latencies, ns"});
+    for (const auto &rt : snap.runtimes) {
+        const std::string prefix = "runtime." + rt.name + ".";
+        rows.push_back({prefix + "loaded", rt.state == RuntimeState::loaded ? 1u : 0u,
+                        "1 when the worker loaded runtime " + rt.name});
+        rows.push_back({prefix + "calls", rt.calls, "Calls made to runtime " + rt.name});
+        rows.push_back({prefix + "call_errors", rt.call_errors, "Calls to runtime " + rt.name + " that ended in an error"});
+    }
     return rows;
 }
 

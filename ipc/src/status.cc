@@ -12,6 +12,8 @@ const char *describe(Status status) {
     case Status::corrupt: return "shared memory holds an out-of-range value";
     case Status::abandoned: return "the requester abandoned the call";
     case Status::server_restarted: return "the serving process restarted during the call";
+    case Status::stopping: return "the serving process is shutting down";
+    case Status::aborted: return "the sender gave up on the message";
     case Status::stale: return "stale handle or frame from an earlier generation";
     case Status::no_slot: return "no free slot";
     case Status::bad_argument: return "argument out of range";

@@ -10,6 +10,7 @@
 #include "courier/ipc/wait.h"
 
 #include <cerrno>
+#include <climits>
 #include <algorithm>
 #include <thread>
 
@@ -61,12 +62,15 @@ ParkResult FutexWaker::park(Waiter &self, std::uint32_t token, std::chrono::nano
     return ParkResult::woken;
 }
 
-void FutexWaker::wake(Waiter &peer) {
+static void futex_wake(Waiter &peer, int threads) {
     peer.futex_word.fetch_add(1, std::memory_order_release);
-    /* One sleeper: a slot has one per side; a pool wakes helpers one at a time. */
-    syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&peer.futex_word), FUTEX_WAKE, 1, nullptr,
+    syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&peer.futex_word), FUTEX_WAKE, threads, nullptr,
             nullptr, 0);
 }
+
+/* One: a slot has one sleeper per side; a runtime's idle threads are woken one per call. */
+void FutexWaker::wake(Waiter &peer) { futex_wake(peer, 1); }
+void FutexWaker::wake_all(Waiter &peer) { futex_wake(peer, INT_MAX); }
 
 #else
 
@@ -84,6 +88,7 @@ ParkResult FutexWaker::park(Waiter &self, std::uint32_t token, std::chrono::nano
 }
 
 void FutexWaker::wake(Waiter &peer) { peer.futex_word.fetch_add(1, std::memory_order_release); }
+void FutexWaker::wake_all(Waiter &peer) { wake(peer); }
 
 #endif
 

@@ -113,9 +113,9 @@ TEST(Exporter, ServesTheSegmentsCountersWithLabelsAndBaseUnits) {
     ipc::bump(&v.slot(0)->client, ipc::Counter::wakeups_elided, 7);
     ipc::bump(&v.slot(3)->server, ipc::Counter::wakeups_sent, 11);
     ipc::bump(&v.slot(1)->client, ipc::Counter::bytes_sent, 4096);
-    v.record_call(0, 800, false);         // ≤ 1 µs
-    v.record_call(1, 3'000'000, true);    // ≤ 5 ms
-    v.record_call(2, 20'000'000'000, false);  // beyond 10 s
+    v.record_call(0, 0, 800, false);         // ≤ 1 µs
+    v.record_call(1, 0, 3'000'000, true);    // ≤ 5 ms
+    v.record_call(2, 0, 20'000'000'000, false);  // beyond 10 s
     exporter::StatsCollector c(exporter::segment_name(port));
     const std::string text = scrape(c);
     for (const char *line : {"courier_up 1", "courier_worker_up 1", "courier_worker_epoch 3",

@@ -109,7 +109,7 @@ void wait_for_server(TestSegment &seg, std::uint64_t epoch) {
 
 void stop_test_server(TestSegment &seg, ipc::Waker &waker) {
     seg.flag(stop_flag).store(1);
-    waker.wake(seg.region().header().dispatcher);
+    ipc::Dispatcher(seg.region(), 0).wake_all(waker);
 }
 
 }  // namespace courier::test

@@ -112,7 +112,7 @@ static int ping_pong_client(TestSegment &seg, int seed, int calls, std::size_t m
         std::vector<std::byte> out;
         FrameKind kind{};
         const bool echo = i % 2 == 0;
-        const Status s = c.call(echo ? "echo" : "sum", req, &out, &kind, policy_with(spin, 20s));
+        const Status s = c.call(0, echo ? "echo" : "sum", req, &out, &kind, policy_with(spin, 20s));
         if (s != Status::ok)
             std::fprintf(stderr, "call %d of %zu bytes: %s\n", i, n, describe(s));
         CHILD_CHECK(s == Status::ok);
@@ -216,7 +216,7 @@ TEST(MultiProcess, AbandonRacesNeverReuseASlotTheServerMayWrite) {
                                             static_cast<std::uint32_t>(rng())};
                 std::vector<std::byte> out;
                 FrameKind kind{};
-                const Status s = c.call("sleep", std::as_bytes(std::span(payload)), &out, &kind,
+                const Status s = c.call(0, "sleep", std::as_bytes(std::span(payload)), &out, &kind,
                                         policy_with(2us, std::chrono::microseconds(rng() % 2500)));
                 if (s == Status::ok) {
                     ++completed;
@@ -273,7 +273,7 @@ TEST(MultiProcess, ServerKilledMidMessageFailsTheWaiterAndANewEpochRecovers) {
         CHILD_CHECK(c.open() == Status::ok);
         std::vector<std::byte> out;
         FrameKind kind{};
-        const Status s = c.call("big", {}, &out, &kind, policy_with(10us));  // no deadline
+        const Status s = c.call(0, "big", {}, &out, &kind, policy_with(10us));  // no deadline
         CHILD_CHECK(s == Status::server_restarted);
         CHILD_CHECK(!c.is_open());
         /* The next call runs on a fresh slot against the new server. */
@@ -307,7 +307,7 @@ TEST(MultiProcess, ClientKilledMidMessageLeavesTheServerServingOthers) {
         FutexWaker w;
         Client c(seg.region(), w, getpid());
         CHILD_CHECK(c.open() == Status::ok);
-        CHILD_CHECK(c.start("echo", 100000, policy_with(10us)) == Status::ok);
+        CHILD_CHECK(c.start(0, "echo", 100000, policy_with(10us)) == Status::ok);
         const auto part = random_bytes(3, 20000);  // more than the ring: the server is reading
         CHILD_CHECK(c.request().write(part) == Status::ok);
         seg.flag(w_mid_message).store(1);
@@ -349,7 +349,7 @@ TEST(MultiProcess, SegmentMappedAtAnotherAddressWorksTheSame) {
         const auto req = random_bytes(9, 10000);
         std::vector<std::byte> out;
         FrameKind kind{};
-        CHILD_CHECK(c.call("echo", req, &out, &kind, policy_with(10us, 10s)) == Status::ok);
+        CHILD_CHECK(c.call(0, "echo", req, &out, &kind, policy_with(10us, 10s)) == Status::ok);
         CHILD_CHECK(out == req);
         c.close();
         return 0;

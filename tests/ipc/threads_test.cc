@@ -19,7 +19,7 @@ TEST(Threads, RingStreamsMessagesInOrder) {
     SlotHandle h;
     ASSERT_EQ(seg.region().lease(1, &h), Status::ok);
     std::uint64_t epoch = 0;
-    ASSERT_EQ(seg.region().begin_call(h, std::chrono::steady_clock::time_point::max(), &epoch), Status::ok);
+    ASSERT_EQ(seg.region().begin_call(h, &epoch), Status::ok);
     WaitPolicy p;
     p.spin = 1us;
     p.deadline = std::chrono::steady_clock::now() + 60s;
@@ -84,7 +84,7 @@ TEST(Threads, CallsWithZeroSpinParkAndWake) {
                 WaitPolicy p;
                 p.spin = 0ns;
                 p.deadline = std::chrono::steady_clock::now() + 30s;
-                ASSERT_EQ(client.call("echo", req, &out, &kind, p), Status::ok);
+                ASSERT_EQ(client.call(0, "echo", req, &out, &kind, p), Status::ok);
                 ASSERT_EQ(out, req);
             }
             client.close();

@@ -31,7 +31,7 @@ struct Pair {
     Pair(std::uint64_t ring = 4096, std::uint64_t max = 1 << 20) : seg(params(4, ring, max)) {
         EXPECT_EQ(seg.region().lease(1, &handle), Status::ok);
         std::uint64_t epoch = 0;
-        EXPECT_EQ(seg.region().begin_call(handle, std::chrono::steady_clock::time_point::max(), &epoch),
+        EXPECT_EQ(seg.region().begin_call(handle, &epoch),
                   Status::ok);
         WaitPolicy p;
         p.spin = {};
@@ -66,8 +66,9 @@ TEST(Layout, PartsAreAlignedDisjointAndCoverTheRegion) {
         ASSERT_EQ(compute_layout(params(slots, 65536), &l), Status::ok);
         std::vector<std::pair<std::size_t, std::size_t>> parts = {
             {l.header_offset, sizeof(RegionHeader)},
+            {l.dispatch_offset, sizeof(DispatchControl) * l.params.runtimes},
             {l.freelist_offset, 4 * slots},
-            {l.doorbell_offset, 8 * l.doorbell_words},
+            {l.bells_offset, l.bell_stride * (l.params.runtimes + 1)},
             {l.slots_offset, l.slot_stride * slots},
             {l.rings_offset, l.ring_stride * slots}};
         for (std::size_t i = 0; i < parts.size(); ++i) {
@@ -77,7 +78,8 @@ TEST(Layout, PartsAreAlignedDisjointAndCoverTheRegion) {
             }
         }
         EXPECT_EQ(l.rings_offset + l.ring_stride * slots, l.region_size);
-        EXPECT_EQ(l.doorbell_words, (slots + 63) / 64);
+        EXPECT_EQ(l.bell_words, (slots + 63) / 64);
+        EXPECT_GE(l.bell_stride, 8 * l.bell_words);
         EXPECT_EQ(l.stats_size, stats_segment_size(slots));
         EXPECT_GE(l.stats_size, slots * sizeof(SlotStats));
     }
@@ -151,14 +153,14 @@ TEST(FreeList, LeaseBumpsGenerationAndCountsEmpty) {
 
 TEST(Doorbell, DrainsEachRungSlotOnceAndIgnoresBitsBeyondSlots) {
     TestSegment seg(params(70));
-    Doorbell bell = seg.region().doorbell();
+    Doorbell bell = seg.region().doorbell(0);
     EXPECT_FALSE(bell.any());
     EXPECT_TRUE(bell.ring(3));
     EXPECT_FALSE(bell.ring(3));
     EXPECT_TRUE(bell.ring(69));
     EXPECT_FALSE(bell.ring(70));
     auto *words = reinterpret_cast<std::atomic<std::uint64_t> *>(
-        reinterpret_cast<std::byte *>(&seg.region().header()) + seg.layout().doorbell_offset);
+        reinterpret_cast<std::byte *>(&seg.region().header()) + seg.layout().bells_offset);
     words[1].fetch_or(1ull << 40);  // slot 104 does not exist
     std::vector<std::uint32_t> got;
     EXPECT_EQ(bell.drain([&](std::uint32_t s) { got.push_back(s); }), 2u);
@@ -335,14 +337,14 @@ TEST(Channel, ProducerRefusesMessagesAboveTheLimit) {
     MessageWriter known(p.client, FrameKind::request, 1001);
     EXPECT_EQ(known.write(courier::test::random_bytes(1, 10)), Status::too_large);
     /* Streaming with unknown length: refused when the limit is crossed,
-     * and the consumer sees the message end as too large, not hang. */
+     * and the consumer sees the message end as aborted, not hang. */
     Pair q(4096, 1000);
     MessageWriter streamed(q.client, FrameKind::request, unknown_length);
     ASSERT_EQ(streamed.write(courier::test::random_bytes(1, 600)), Status::ok);
     EXPECT_EQ(streamed.write(courier::test::random_bytes(2, 600)), Status::too_large);
     MessageReader r(q.server);
     std::vector<std::byte> out;
-    EXPECT_EQ(r.read_all(&out), Status::too_large);
+    EXPECT_EQ(r.read_all(&out), Status::aborted);
     EXPECT_GE(read_stats(q.seg.stats()).global[static_cast<int>(GlobalCounter::too_large)], 1u);
 }
 
@@ -398,12 +400,12 @@ TEST(Region, AbandonedSlotReturnsOnlyWhenTheServerLetsGo) {
     SlotHandle h;
     ASSERT_EQ(r.lease(1, &h), Status::ok);
     std::uint64_t epoch;
-    ASSERT_EQ(r.begin_call(h, std::chrono::steady_clock::time_point::max(), &epoch), Status::ok);
+    ASSERT_EQ(r.begin_call(h, &epoch), Status::ok);
     std::uint64_t gen;
-    ASSERT_TRUE(accept_call(r, h.index, &gen));
-    EXPECT_FALSE(accept_call(r, h.index, &gen));  // a second ring of the bell
+    ASSERT_EQ(r.accept(h.index, waker, &gen), Status::ok);
+    EXPECT_EQ(r.accept(h.index, waker, &gen), Status::stale);  // a second ring of the bell
     EXPECT_EQ(gen, h.generation);
-    r.abandon(h);
+    r.abandon(h, waker);
     SlotHandle other;
     EXPECT_EQ(r.lease(2, &other), Status::no_slot);  // server may still write
     EXPECT_TRUE(r.client_gone(h.index, gen));
@@ -423,9 +425,9 @@ TEST(Region, NewServerEpochReleasesSlotsOfDeadCallsAndFailsWaiters) {
     ASSERT_EQ(r.lease(1, &a), Status::ok);
     ASSERT_EQ(r.lease(2, &b), Status::ok);
     std::uint64_t epoch;
-    ASSERT_EQ(r.begin_call(a, std::chrono::steady_clock::time_point::max(), &epoch), Status::ok);
-    ASSERT_EQ(r.begin_call(b, std::chrono::steady_clock::time_point::max(), &epoch), Status::ok);
-    r.abandon(a);  // a's client gave up; a's server is about to die
+    ASSERT_EQ(r.begin_call(a, &epoch), Status::ok);
+    ASSERT_EQ(r.begin_call(b, &epoch), Status::ok);
+    r.abandon(a, waker);  // a's client gave up; a's server is about to die
     EXPECT_EQ(r.slots_in_use(), 2u);
     EXPECT_EQ(r.begin_server_epoch(waker), epoch + 1);
     EXPECT_EQ(r.slots_in_use(), 1u);  // a is back, b still leased by its client
@@ -439,10 +441,10 @@ TEST(Region, NewServerEpochReleasesSlotsOfDeadCallsAndFailsWaiters) {
 TEST(Stats, HistogramBucketsAndSums) {
     TestSegment seg(params(3));
     StatsView s = seg.stats();
-    s.record_call(0, 900, false);            // <= 1 µs
-    s.record_call(1, 1'000, false);          // <= 1 µs (bound inclusive)
-    s.record_call(2, 1'001, true);           // <= 2.5 µs
-    s.record_call(2, 20'000'000'000, false); // +Inf
+    s.record_call(0, 0, 900, false);            // <= 1 µs
+    s.record_call(1, 0, 1'000, false);          // <= 1 µs (bound inclusive)
+    s.record_call(2, 0, 1'001, true);           // <= 2.5 µs
+    s.record_call(2, 0, 20'000'000'000, false); // +Inf
     EXPECT_EQ(s.slot(3), nullptr);
     auto snap = read_stats(s);
     EXPECT_EQ(snap.calls, 4u);

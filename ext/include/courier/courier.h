@@ -9,7 +9,13 @@
  * is opened on the first call and kept until the backend exits or
  * courier.enabled is turned off.
  *
+ * Runtimes: courier.runtimes lists the cluster's runtimes. A function name
+ * "fusion.sql" calls sql in runtime fusion; a name without a dot calls the
+ * first runtime listed. The _runtime variants take the runtime apart (NULL:
+ * resolve from the name as above). An unknown runtime is an ERROR.
+ *
  *   bytea *r = courier_call("echo", data, len);
+ *   bytea *q = courier_call_runtime("fusion", "sql", text, strlen(text));
  *
  * Streaming a large request or response in pieces:
  *
@@ -29,7 +35,7 @@
 extern "C" {
 #endif
 
-#define COURIER_API_VERSION 1
+#define COURIER_API_VERSION 2
 
 typedef struct CourierCall CourierCall;
 
@@ -38,9 +44,11 @@ extern void courier_open_session(void);
 
 /* A whole call: returns the response as a palloc'd bytea. */
 extern struct varlena *courier_call(const char *fn, const void *data, size_t len);
+extern struct varlena *courier_call_runtime(const char *runtime, const char *fn, const void *data, size_t len);
 
 /* Streaming. total_len is the request payload length, or -1 if unknown. */
 extern CourierCall *courier_call_begin(const char *fn, int64_t total_len);
+extern CourierCall *courier_call_begin_runtime(const char *runtime, const char *fn, int64_t total_len);
 extern void courier_call_write(CourierCall *call, const void *data, size_t len);
 extern void courier_call_end_request(CourierCall *call);
 /* Copies the next piece of the response into buf; returns 0 at its end. */

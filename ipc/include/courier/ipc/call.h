@@ -4,19 +4,24 @@
  * Client (a backend, or a test process) holds one leased slot for its
  * session and makes calls on it one at a time:
  *
- *   begin_call (held_by_server set) → request frames → doorbell on the
- *   first frame → response frames → done; the server clears its bit after
- *   its last frame.
+ *   start: wait until the previous call's server has let go of the slot,
+ *   set held_by_server → request frames; the first one rings the
+ *   runtime's doorbell → response frames → done; the server clears its
+ *   bit after its last frame and then wakes the client if it sleeps.
  *
  * A request is "fn\0payload". The response is one message of kind response
- * (the result) or error (a message text). Any failure of a call other than
- * an error response leaves the slot in an unknown state, so the client
- * abandons it and leases a fresh one on the next call.
+ * (the result) or error (a message text). A response the server gave up
+ * on (aborted: too large, or the runtime failed after writing part of it)
+ * is followed by an error message that says why. Any failure of a call
+ * other than an error response leaves the slot in an unknown state, so the
+ * client abandons it and leases a fresh one on the next call.
  *
- * ServerCall is the serving side of one call; the dispatcher accepts a slot
- * from the doorbell and hands it to a thread that reads the request and
- * writes the response. If the client abandons meanwhile, every wait returns
- * abandoned, the response is dropped, and finish() returns the slot.
+ * ServerCall is the serving side of one call, from a slot accepted off the
+ * doorbell (Dispatcher). It reads the request, writes the response, and
+ * lets go (finish). If the client abandons meanwhile, every wait returns
+ * abandoned, the response is dropped, and finish() returns the slot. The
+ * server must read the whole request before it answers: the client writes
+ * all of it before it reads.
  */
 #pragma once
 
@@ -27,6 +32,7 @@
 #include <vector>
 
 #include "courier/ipc/channel.h"
+#include "courier/ipc/dispatch.h"
 
 namespace courier::ipc {
 
@@ -43,19 +49,27 @@ public:
     void close();
     void abandon();
 
-    /* Streaming: start, write the request, finish it, then read. */
-    Status start(std::string_view fn, std::uint64_t payload_total, const WaitPolicy &policy);
+    /*
+     * Streaming: start, write the request, finish it, then read. start()
+     * may return interrupted (or timeout) while it waits for the slot's
+     * previous call to end; nothing has changed then, and it may be called
+     * again.
+     */
+    Status start(std::uint32_t runtime, std::string_view fn, std::uint64_t payload_total,
+                 const WaitPolicy &policy);
     MessageWriter &request() { return writer_; }
     Status finish_request();
     MessageReader &response() { return reader_; }
-    /* After the response is read (or on failure: abandons, records stats). */
+    /* After an aborted response: the error message that says why, into *why. */
+    Status read_abort_reason(std::vector<std::byte> *why);
+    /* After the response is read, or on failure (abandons). Records the call. */
     void end(Status outcome);
 
     /*
      * Whole call. On ok, *kind is response or error and *out its bytes.
      * On any other status the slot has been abandoned.
      */
-    Status call(std::string_view fn, std::span<const std::byte> payload,
+    Status call(std::uint32_t runtime, std::string_view fn, std::span<const std::byte> payload,
                 std::vector<std::byte> *out, FrameKind *kind, const WaitPolicy &policy);
 
 private:
@@ -67,32 +81,32 @@ private:
     Endpoint ep_{};
     MessageWriter writer_;
     MessageReader reader_;
-    bool rang_ = false;
+    std::uint32_t runtime_ = 0;
+    bool attempted_ = false;  // start() was entered: end() records the call
     std::uint64_t started_ns_ = 0;
 };
 
-/*
- * Dispatcher's half: claims the call waiting on `index`, if there is one
- * that no server thread has taken yet. Stale doorbell bits return false.
- */
-bool accept_call(Region &region, std::uint32_t index, std::uint64_t *generation);
-
 class ServerCall {
 public:
-    ServerCall(Region &region, std::uint32_t index, std::uint64_t generation, Waker &waker,
-               const WaitPolicy &policy);
+    /* `stopping`, if given, ends every wait of this call with Status::stopping. */
+    ServerCall(Region &region, const Accepted &call, Waker &waker, const WaitPolicy &policy,
+               const std::atomic<bool> *stopping = nullptr);
 
     /* Reads the function name (everything up to the first NUL). */
     Status read_function(std::string *fn);
+    /* The payload bytes that came in the name's frame (held until read on). */
+    std::span<const std::byte> first_piece() const { return pending_; }
     /* Then the payload, streamed or whole. */
     MessageReader &request() { return reader_; }
     Status read_payload(std::vector<std::byte> *out);
+    /* Reads and drops what is left of the request. */
+    Status drain_request();
 
     MessageWriter respond(FrameKind kind, std::uint64_t total);
     Status respond_all(FrameKind kind, std::span<const std::byte> bytes);
     Status respond_error(std::string_view message);
 
-    /* Lets go of the slot; it returns to the free list if abandoned. */
+    /* Lets go of the slot, then wakes the client; the slot returns to the free list if abandoned. */
     void finish();
     const Endpoint &endpoint() const { return ep_; }
 

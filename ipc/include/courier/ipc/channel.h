@@ -10,8 +10,15 @@
  * frames of at most the ring's max_chunk(); a frame is published when it is
  * full or when the message is finished, so a small message is one frame
  * and one notification. reserve()/commit() let the producer build bytes in
- * place. A message refused on the producing side (too large) is ended with
- * an aborted frame so that the consumer never waits for the rest.
+ * place. A message the producer gives up on (too large, or a runtime that
+ * fails after writing part of its response) is ended with an aborted
+ * frame so that the consumer never waits for the rest; the reader reports
+ * Status::aborted, and a server follows an aborted response with an error
+ * message that says why.
+ *
+ * The client's first frame of a request also rings the runtime's
+ * doorbell (Endpoint::ring_runtime): a serving thread is only woken for a
+ * call whose first bytes are there to read.
  *
  * MessageReader validates every frame before use: generation, kind, flags,
  * and lengths against the declared total and max_message_size.
@@ -35,6 +42,10 @@ struct Endpoint {
     Waker *waker = nullptr;
     WaitPolicy policy{};
     SideCounters *counters = nullptr;
+    /* Server: ends every wait once it holds (the worker is stopping). */
+    const std::atomic<bool> *stopping = nullptr;
+    /* Client: the runtime whose doorbell the first request frame rings. */
+    std::int32_t ring_runtime = -1;
 
     SlotControl &control() const { return *region->slot(index); }
     Waiter &self() const { return is_client ? control().client : control().server; }
@@ -54,7 +65,8 @@ struct Endpoint {
 class MessageWriter {
 public:
     MessageWriter() = default;
-    MessageWriter(const Endpoint &ep, FrameKind kind, std::uint64_t total);
+    /* The first `exempt` bytes (a request's function name) do not count against max_message_size. */
+    MessageWriter(const Endpoint &ep, FrameKind kind, std::uint64_t total, std::uint64_t exempt = 0);
     /*
      * The final frame does not wake the peer: the caller does it after it
      * has let go of the slot (ServerCall::finish), so that the woken client
@@ -87,6 +99,7 @@ private:
     RingView ring_;
     FrameKind kind_ = FrameKind::pad;
     std::uint64_t total_ = unknown_length;
+    std::uint64_t exempt_ = 0;
     std::uint64_t written_ = 0;
     std::span<std::byte> frame_;  // open reservation
     std::uint64_t frame_used_ = 0;
@@ -112,6 +125,7 @@ public:
     /* Consumes and discards the rest of the message. */
     Status skip_rest();
 
+    const Endpoint &endpoint() const { return ep_; }
     FrameKind kind() const { return kind_; }
     std::uint64_t total() const { return total_; }
     std::uint64_t received() const { return received_; }

@@ -1,12 +1,22 @@
 /*
- * doorbell.h — a bitmap of slots with a request waiting for the server.
+ * doorbell.h — a bitmap of slots with something waiting for the server.
  *
- * A client sets its slot's bit with fetch_or after its first request frame
- * is published; the dispatcher takes whole words with exchange(0), so it
- * visits only slots that rang and never scans idle ones. A bit rung twice
- * before a drain is delivered once; the caller's slot state decides what
- * the ring means. Bits beyond the slot count are ignored (a corrupt word
- * cannot name a slot that does not exist).
+ * A client sets its slot's bit with fetch_or once its first request frame
+ * is published (ring). A serving thread takes one bit at a time with
+ * fetch_and (claim), so several threads can take calls from one bell
+ * without a lock and each call goes to exactly one of them; the search
+ * starts where the caller says, so that low slots are not always served
+ * first. The cancel watcher takes whole words with exchange (drain). Either
+ * way only slots that rang are visited, never idle ones.
+ *
+ * A bit rung twice before it is taken is delivered once; the slot's state
+ * word decides what the ring means. Bits beyond the slot count are ignored
+ * (a corrupt word cannot name a slot that does not exist).
+ *
+ * Ordering: ring is seq_cst, so that together with the fence in the
+ * ringer's notify it forms the Dekker handshake with a serving thread that
+ * announces itself idle (dispatch.h). claim and drain acquire, pairing with
+ * the ring: the frame published before the ring is visible to the taker.
  */
 #pragma once
 
@@ -25,12 +35,16 @@ public:
     void clear();
     /* Returns true when the bit was newly set. */
     bool ring(std::uint32_t slot);
+    /* Takes one rung slot, searching from `from` on (wrapping). */
+    bool claim(std::uint32_t from, std::uint32_t *slot);
     /* Calls fn(slot) for every rung slot, clearing as it goes; returns count. */
     template <typename Fn>
     std::uint32_t drain(Fn &&fn);
     bool any() const;
 
 private:
+    std::size_t words() const { return (slots_ + 63) / 64; }
+
     std::atomic<std::uint64_t> *words_ = nullptr;
     std::uint32_t slots_ = 0;
 };
@@ -38,8 +52,7 @@ private:
 template <typename Fn>
 std::uint32_t Doorbell::drain(Fn &&fn) {
     std::uint32_t n = 0;
-    const std::size_t nwords = (slots_ + 63) / 64;
-    for (std::size_t w = 0; w < nwords; ++w) {
+    for (std::size_t w = 0; w < words(); ++w) {
         if (words_[w].load(std::memory_order_relaxed) == 0)
             continue;
         std::uint64_t bits = words_[w].exchange(0, std::memory_order_acquire);

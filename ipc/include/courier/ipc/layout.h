@@ -11,9 +11,12 @@
  * two writers share a cache line):
  *
  *   RegionHeader        magic, version, parameters, free-list head,
- *                       server epoch, the dispatcher's waiter
+ *                       server epoch, the cancel watcher's waiter
+ *   dispatch controls   DispatchControl per runtime (its idle threads)
  *   free-list links     one uint32 per slot (next index on the stack)
- *   doorbell            one bit per slot, in 64-bit words
+ *   bells               one bitmap per runtime (calls waiting for it),
+ *                       then the cancel bell (calls abandoned mid-call);
+ *                       one bit per slot, in 64-bit words
  *   slot controls       SlotControl per slot (state, waiters, ring cursors)
  *   ring data           per slot: ring_size bytes to the server, then
  *                       ring_size bytes to the client
@@ -39,19 +42,27 @@ inline constexpr std::uint64_t min_ring_size = 4096;
 inline constexpr std::uint64_t max_ring_size = 1ull << 30;
 inline constexpr std::uint64_t min_max_message_size = 1;
 inline constexpr std::uint64_t max_max_message_size = 1ull << 30;  // bytea's limit
+/* A call's function name, in bytes (the runtime's prefix excluded). */
+inline constexpr std::size_t max_function_name = 255;
+/* Runtimes one worker serves; each has its own doorbell and idle threads. */
+inline constexpr std::uint32_t min_runtimes = 1;
+inline constexpr std::uint32_t max_runtimes = 8;
 
 struct RegionParams {
     std::uint32_t slots = 0;
     std::uint64_t ring_size = 0;         // bytes per direction, power of two
     std::uint64_t max_message_size = 0;  // bytes per message, either direction
+    std::uint32_t runtimes = 1;          // doorbells, one per runtime
 };
 
 struct RegionLayout {
     RegionParams params;
     std::size_t header_offset = 0;
+    std::size_t dispatch_offset = 0;  // DispatchControl[runtimes]
     std::size_t freelist_offset = 0;
-    std::size_t doorbell_offset = 0;
-    std::size_t doorbell_words = 0;
+    std::size_t bells_offset = 0;     // runtimes + 1 bitmaps, the cancel bell last
+    std::size_t bell_words = 0;       // 64-bit words per bitmap
+    std::size_t bell_stride = 0;      // bytes from one bitmap to the next
     std::size_t slots_offset = 0;
     std::size_t slot_stride = 0;
     std::size_t rings_offset = 0;

@@ -1,31 +1,50 @@
 /*
  * region.h — the control region: slots, their ownership, and epochs.
  *
- * Slot ownership is one atomic word per slot with two bits:
+ * Slot ownership is one atomic word per slot:
  *
- *   held_by_client   set by lease(), cleared by release() or abandon()
- *   held_by_server   set by the client when a call starts (before the
- *                    doorbell rings), cleared by the server when it has
- *                    published its last frame for that call
+ *   held_by_client      set by lease(), cleared by release() or abandon()
+ *   held_by_server      set by the client when a call starts (before the
+ *                       doorbell rings), cleared by the server when it has
+ *                       published its last frame for that call
+ *   accepted_by_server  set by the one serving thread that took the call
+ *                       from the doorbell, cleared with held_by_server
  *
  * The slot goes back to the free list when the word drops to zero, and
  * exactly the party whose clear made it zero pushes it ("release is by
  * whoever touched the slot last"). Hence a slot is never reused while the
  * server may still write into it: the server's bit is set for the whole
  * time it may touch the rings. A client that stops waiting (cancel,
- * timeout, ERROR, exit) calls abandon(); the server notices, drops its late
- * response, and its clear returns the slot.
+ * timeout, ERROR, exit) calls abandon(), which wakes a server thread
+ * parked on the slot's rings and rings the cancel bell for the worker's
+ * cancel watcher (the runtime may hold the call with no thread on the
+ * slot); the server drops its late response, and its clear returns the
+ * slot.
+ *
+ * A session keeps its slot between calls. The next call may begin only
+ * once the server has let go of the previous one: begin_call() says
+ * would_block until then, and the server wakes a client that sleeps on it
+ * (ServerCall::finish lets go first, then wakes).
  *
  * Generations: lease() bumps the slot's generation; a handle is (index,
  * generation), and every frame carries the generation of its call, so a
  * stale handle or a late frame is detected in O(1).
  *
- * Epochs: a serving process calls begin_server_epoch() when it starts. It
- * clears held_by_server on every slot (the old server will never finish
- * those calls), releases slots whose client is gone too, and wakes the
- * clients still waiting: they see the epoch change, fail the call with
- * server_restarted and abandon the slot, whose rings may hold the dead
- * server's bytes.
+ * Epochs: a serving process calls begin_server_epoch() when it starts,
+ * before any of its threads may take a call. It clears the server's bits
+ * on every slot (the old server will never finish those calls), releases
+ * slots whose client is gone too, and wakes the clients still waiting:
+ * they see the epoch change, fail the call with server_restarted and
+ * abandon the slot, whose rings may hold the dead server's bytes. A
+ * client that read the old epoch just before the scan and set its bit just
+ * after it is caught by accept(), which refuses (and lets go of) any call
+ * whose epoch is not the current one.
+ *
+ * Who writes what: the free-list head and links, ownership words and
+ * doorbells are written by clients and servers with atomic RMWs; owner_pid
+ * and generation by the leasing client; call_epoch by the client before it
+ * sets held_by_server (release), read by the server after it sees the bit
+ * (acquire); the server epoch only by begin_server_epoch().
  *
  * The region stores indexes and offsets only, never pointers, so the same
  * code works over PostgreSQL's fixed shared memory (same address in every
@@ -38,6 +57,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "courier/ipc/dispatch.h"
 #include "courier/ipc/doorbell.h"
 #include "courier/ipc/freelist.h"
 #include "courier/ipc/layout.h"
@@ -49,7 +69,7 @@
 namespace courier::ipc {
 
 inline constexpr std::uint64_t region_magic = 0x4e4f494745524f43ull;  // "COREGION"
-inline constexpr std::uint32_t region_version = 1;
+inline constexpr std::uint32_t region_version = 2;
 
 enum SlotStateBits : std::uint32_t {
     held_by_client = 1u << 0,
@@ -64,9 +84,10 @@ struct alignas(cache_line) RegionHeader {
     std::uint64_t ring_size;
     std::uint64_t max_message_size;
     std::uint64_t region_size;
+    std::uint32_t runtimes;
     alignas(cache_line) std::atomic<std::uint64_t> freelist_head;
     alignas(cache_line) std::atomic<std::uint64_t> server_epoch;
-    Waiter dispatcher;  // idle serving threads park here
+    Waiter cancels;  // the worker's cancel watcher parks here (futex)
     /* Waiters spinning right now, and the cap (usable CPUs - 1, at least 1). */
     alignas(cache_line) std::atomic<std::uint32_t> spinners;
     std::uint32_t max_spinners;
@@ -101,8 +122,12 @@ public:
     RegionHeader &header() const { return *header_; }
     const StatsView &stats() const { return stats_; }
     std::uint32_t slots() const { return layout_.params.slots; }
+    std::uint32_t runtimes() const { return layout_.params.runtimes; }
     std::uint64_t max_message_size() const { return layout_.params.max_message_size; }
-    Doorbell doorbell() const { return doorbell_; }
+    /* Calls waiting for runtime r; runtime == runtimes() is the cancel bell. */
+    Doorbell doorbell(std::uint32_t runtime) const;
+    Doorbell cancel_bell() const { return doorbell(runtimes()); }
+    DispatchControl &dispatch(std::uint32_t runtime) const;
     /* The policy with the region's cap on concurrent spinners applied. */
     WaitPolicy capped(WaitPolicy policy) const {
         policy.spinners = &header_->spinners;
@@ -121,16 +146,17 @@ public:
     /* Gives back a slot with no call in flight. */
     Status release(const SlotHandle &handle);
     /*
-     * Marks the start of a call: waits (briefly) for the previous call's
-     * server to let go, then sets held_by_server. The rings are empty
-     * between calls, so nothing is reset. Returns the epoch of the call.
+     * Marks the start of a call and returns its epoch: sets held_by_server.
+     * would_block while the previous call's server has not let go (wait on
+     * the slot's client Waiter: the server wakes it). The rings are empty
+     * between calls, so nothing is reset.
      */
-    Status begin_call(const SlotHandle &handle, std::chrono::steady_clock::time_point deadline,
-                      std::uint64_t *epoch);
+    Status begin_call(const SlotHandle &handle, std::uint64_t *epoch);
     /* The client stops waiting; the slot is no longer the caller's. */
-    void abandon(const SlotHandle &handle);
-    /* Rings the doorbell for `handle` and wakes the dispatcher if it sleeps. */
-    void ring_doorbell(const SlotHandle &handle, Waker &waker, SideCounters *counters);
+    void abandon(const SlotHandle &handle, Waker &waker);
+    /* Rings runtime's doorbell for `handle`; wakes one idle server thread if needed. */
+    void ring_doorbell(std::uint32_t runtime, const SlotHandle &handle, Waker &waker,
+                       SideCounters *counters);
 
     /* --- server side --- */
     /* Cancels the calls of the previous epoch and wakes their clients. */
@@ -138,10 +164,19 @@ public:
     std::uint64_t server_epoch() const {
         return header_->server_epoch.load(std::memory_order_acquire);
     }
+    /*
+     * Claims the call on `index` for the calling thread: ok with the
+     * lease's generation; stale when there is none or another thread took
+     * it; server_restarted (and the call let go, its client woken) when it
+     * began in an earlier epoch.
+     */
+    Status accept(std::uint32_t index, Waker &waker, std::uint64_t *generation);
     /* Whether the client of the call `generation` on `index` has gone. */
     bool client_gone(std::uint32_t index, std::uint64_t generation) const;
     /* The server is done with the call; returns the slot if abandoned. */
     void finish_serving(std::uint32_t index);
+    /* Wakes every server thread parked on a slot (the worker is stopping). */
+    void wake_servers(Waker &waker);
 
     /* Slots leased or being served (for slots_in_use and tests). */
     std::uint32_t slots_in_use() const;
@@ -153,7 +188,6 @@ private:
     std::byte *base_ = nullptr;
     RegionHeader *header_ = nullptr;
     FreeList freelist_;
-    Doorbell doorbell_;
     StatsView stats_;
 };
 

@@ -7,10 +7,12 @@
  *
  * Layout (version stats_version; readers refuse any other):
  *
- *   StatsHeader                 magic, version, slot count, sizes
+ *   StatsHeader                 magic, version, slot count, sizes, the
+ *                               worker's state, each runtime's name and state
  *   GlobalCounters              rare events, updated with fetch_add
  *   SlotStats[slots]            per slot: one line of SideCounters per side,
- *                               then the client's call counters/histogram
+ *                               then the client's call counters (per
+ *                               runtime) and latency histogram
  *
  * Hot counters are single-writer: a slot's side is driven by exactly one
  * thread at a time (the lease or the dispatch hands it over with a
@@ -30,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "courier/ipc/layout.h"
 #include "courier/ipc/status.h"
 
 namespace courier::ipc {
@@ -55,6 +58,7 @@ namespace courier::ipc {
     X(slot_wait_timeouts, "Callers that gave up waiting for a free slot")               \
     X(abandons, "Calls abandoned by their requester (cancel, timeout, error, exit)")   \
     X(late_responses_dropped, "Responses dropped because the requester had abandoned") \
+    X(calls_dropped_unstarted, "Calls given up by their requester while queued, never run") \
     X(corrupt_frames, "Frames or indexes rejected as corrupt")                          \
     X(too_large, "Messages refused for exceeding max_message_size")                     \
     X(server_restarts, "Times the serving side started a new epoch")
@@ -95,8 +99,8 @@ struct alignas(64) SideCounters {
 static_assert(sizeof(SideCounters) == 64, "one cache line per side");
 
 struct alignas(64) CallCounters {
-    std::atomic<std::uint64_t> calls;
-    std::atomic<std::uint64_t> call_errors;
+    std::atomic<std::uint64_t> calls[max_runtimes];
+    std::atomic<std::uint64_t> call_errors[max_runtimes];
     std::atomic<std::uint64_t> latency_sum_ns;
     std::atomic<std::uint64_t> latency_bucket[latency_buckets];
 };
@@ -108,7 +112,16 @@ struct alignas(64) SlotStats {
 };
 
 inline constexpr std::uint64_t stats_magic = 0x5354415452554f43ull;  // "COURSTAT"
-inline constexpr std::uint32_t stats_version = 1;
+inline constexpr std::uint32_t stats_version = 2;
+
+/* What the worker made of a runtime. */
+enum class RuntimeState : std::uint32_t { unknown = 0, loaded = 1, failed = 2 };
+inline constexpr std::size_t runtime_name_bytes = 64;
+
+struct RuntimeInfo {
+    char name[runtime_name_bytes];  // written by the host before any child exists
+    std::atomic<std::uint32_t> state;  // RuntimeState, written by the worker
+};
 
 struct alignas(64) StatsHeader {
     std::uint64_t magic;
@@ -120,6 +133,8 @@ struct alignas(64) StatsHeader {
     std::atomic<std::uint32_t> slots_in_use;
     std::atomic<std::uint64_t> server_epoch;
     std::atomic<std::uint64_t> server_pid;
+    std::uint32_t runtimes;
+    RuntimeInfo runtime[max_runtimes];
 };
 
 struct alignas(64) GlobalCounters {
@@ -140,6 +155,9 @@ public:
     StatsView() = default;
     /* Formats a fresh segment of stats_segment_size(slots) bytes. */
     static StatsView create(void *base, std::size_t size, std::uint32_t slots);
+    /* Names the runtimes (before sharing); at most max_runtimes, names cut to fit. */
+    void set_runtimes(const std::vector<std::string> &names) const;
+    void set_runtime_state(std::uint32_t runtime, RuntimeState state) const;
     /* Validates an existing segment; Status::corrupt if it does not fit. */
     static Status attach(void *base, std::size_t size, StatsView *out);
 
@@ -152,7 +170,7 @@ public:
     void add(GlobalCounter which, std::uint64_t n = 1) const {
         globals_->value[static_cast<std::size_t>(which)].fetch_add(n, std::memory_order_relaxed);
     }
-    void record_call(std::uint32_t slot, std::uint64_t latency_ns, bool failed) const;
+    void record_call(std::uint32_t slot, std::uint32_t runtime, std::uint64_t latency_ns, bool failed) const;
 
 private:
     StatsHeader *header_ = nullptr;
@@ -172,6 +190,13 @@ struct StatsSnapshot {
     std::array<std::uint64_t, global_counter_count> global{};
     std::uint64_t calls = 0;
     std::uint64_t call_errors = 0;
+    struct Runtime {
+        std::string name;
+        RuntimeState state = RuntimeState::unknown;
+        std::uint64_t calls = 0;
+        std::uint64_t call_errors = 0;
+    };
+    std::vector<Runtime> runtimes;
     std::uint64_t latency_sum_ns = 0;
     std::array<std::uint64_t, latency_buckets> latency_bucket{};  // not cumulative
 };

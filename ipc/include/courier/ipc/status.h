@@ -22,6 +22,8 @@ enum class Status : std::uint8_t {
     corrupt,           // a value read from shared memory is out of range
     abandoned,         // the requester gave up on this call
     server_restarted,  // the serving side started a new epoch mid-call
+    stopping,          // the serving side is shutting down
+    aborted,           // the sender gave up on the message part way
     stale,             // a frame or handle of an older generation
     no_slot,           // the free list is empty
     bad_argument,      // a parameter outside its documented bounds

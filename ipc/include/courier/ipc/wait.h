@@ -27,9 +27,17 @@
  * fences make the pair a Dekker handshake: either the waiter's re-check sees
  * the publication, or the publisher sees the sleeping flag.
  *
+ * Every wait has a way out: the condition itself reports why the call is
+ * over (the peer abandoned it, the server restarted or is stopping), the
+ * policy's deadline ends it, and the Waker reports interrupts (a
+ * PostgreSQL cancel or terminate) both while spinning and instead of
+ * parking, so the caller can handle them and resume the wait.
+ *
  * Waiter lives in shared memory; how to wake it is the Waker's business.
  * A Waiter with latch_proc >= 0 sleeps on a PostgreSQL latch (the ext's
  * waker); otherwise on the futex word (FutexWaker, usable from any thread).
+ * A slot's Waiters have one sleeper each, so `sleeping` is 0 or 1; a
+ * runtime's idle Waiter counts its parked threads (dispatch.h).
  */
 #pragma once
 
@@ -56,6 +64,24 @@ void init_waiter(Waiter &waiter);
 
 enum class ParkResult : std::uint8_t { woken, timeout, interrupted };
 
+/*
+ * How a host sleeps and wakes. The correct way to implement one:
+ *
+ *   - prepare() captures, before the waiter announces sleeping, whatever
+ *     park() needs to notice a wake that comes after it (the futex word's
+ *     value; a reset latch). A wake between prepare() and park() must make
+ *     park() return at once: that is what makes the handshake lossless.
+ *   - park() returns `interrupted` without sleeping when interrupted(self)
+ *     is true, and as soon as an interrupt arrives while it sleeps.
+ *   - wake() may be called from any thread of any process that maps the
+ *     Waiter, and wakes at least one thread parked on it (a count of
+ *     sleepers may have more than one; never all of them).
+ *
+ * What must be avoided: consuming an interrupt in prepare() or park() (the
+ * caller handles it, outside the ipc code); sleeping in park() when the
+ * token is stale; blocking in wake(); and anything in wake() that is not
+ * safe on a thread the host did not create.
+ */
 class Waker {
 public:
     virtual ~Waker() = default;
@@ -66,6 +92,10 @@ public:
                             std::chrono::nanoseconds timeout) = 0;
     /* Wakes a waiter that announced sleeping. */
     virtual void wake(Waiter &peer) = 0;
+    /* Wakes every thread parked on a Waiter that counts several (shutdown). */
+    virtual void wake_all(Waiter &peer) { wake(peer); }
+    /* An interrupt is pending that `self`'s owner must handle (cheap; polled while spinning). */
+    virtual bool interrupted(const Waiter &) const { return false; }
 };
 
 /*
@@ -79,6 +109,7 @@ public:
     ParkResult park(Waiter &self, std::uint32_t token,
                     std::chrono::nanoseconds timeout) override;
     void wake(Waiter &peer) override;
+    void wake_all(Waiter &peer) override;
 };
 
 struct WaitPolicy {
@@ -178,7 +209,7 @@ Status wait_until(Waiter &self, Waker &waker, const WaitPolicy &policy,
                 bump(counters, Counter::spin_hits);
                 return s;
             }
-            if ((i & 63) == 0 && clock::now() >= spin_end)
+            if ((i & 63) == 0 && (clock::now() >= spin_end || waker.interrupted(self)))
                 break;
         }
         leave_spin(policy);
@@ -208,6 +239,10 @@ Status wait_until(Waiter &self, Waker &waker, const WaitPolicy &policy,
                 return Status::timeout;
             }
             timeout = policy.deadline - now;
+        }
+        if (waker.interrupted(self)) {
+            self.sleeping.store(0, std::memory_order_relaxed);
+            return Status::interrupted;
         }
         bump(counters, Counter::sleeps);
         const ParkResult r = waker.park(self, token, timeout);

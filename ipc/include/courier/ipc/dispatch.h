@@ -1,0 +1,100 @@
+/*
+ * dispatch.h — serving threads take calls from a runtime's doorbell.
+ *
+ * Every runtime has a doorbell (a bitmap of slots whose call waits for it)
+ * and a DispatchControl: the threads that serve it (a pool, or the
+ * runtime's own threads) and are idle right now. A serving thread is in
+ * one of three states:
+ *
+ *   busy       running a call; it claims from the doorbell again before it
+ *              may become idle, so it needs no wakeup
+ *   spinning   idle and polling the doorbell (at most one per runtime:
+ *              `spinning` is 0 or 1); it will see a ring by itself
+ *   parked     idle and asleep on `idle` (a futex Waiter whose `sleeping`
+ *              counts the parked threads)
+ *
+ * The ringer (ring_doorbell) sets its bit, issues a full fence and reads
+ * `spinning` and `idle.sleeping`: a spinner will find the call, so the
+ * wakeup is elided; otherwise one parked thread, if any, is woken — one
+ * per call, never all. A thread about to park first increments
+ * `idle.sleeping`, fences, and looks at the doorbell once more; a thread
+ * that stops spinning clears `spinning` before that. These are Dekker
+ * pairs: either the ringer sees a spinner or a sleeper, or the thread's
+ * last look sees the bit. Hence no call waits while a thread is idle.
+ *
+ * A thread that claims a call and sees more rung bits wakes one more
+ * parked thread (a chain), so a burst of calls spreads over the idle
+ * threads one at a time. A ringer that reads a sleeper who has just been
+ * woken by someone else wakes a second one or nobody; both are spurious
+ * wakeups, never lost ones.
+ *
+ * The single "sleeping" flag of one Waiter cannot do this: once one of two
+ * parked threads is woken and clears it, the flag says that nobody sleeps,
+ * and the next ring is elided while the other thread sleeps through it.
+ * That is why `sleeping` here is a count, and why a spinner is announced
+ * apart from sleepers.
+ *
+ * Claiming is one fetch_and per call (Doorbell::claim) starting at a
+ * cursor that moves past every claimed slot, so sessions are served in
+ * turn rather than lowest slot first. A claimed slot is accepted only if
+ * its call was started in the current server epoch (Region::accept).
+ */
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+
+#include "courier/ipc/layout.h"
+#include "courier/ipc/status.h"
+#include "courier/ipc/wait.h"
+
+namespace courier::ipc {
+
+class Region;
+
+struct alignas(cache_line) DispatchControl {
+    Waiter idle;  // futex word; sleeping counts parked threads
+    std::atomic<std::uint32_t> spinning;  // a thread polls the doorbell
+};
+
+/* A call taken from a doorbell: the slot and the generation of its lease. */
+struct Accepted {
+    std::uint32_t index = 0;
+    std::uint64_t generation = 0;
+};
+
+using StopCheck = std::function<bool()>;
+
+/* The ringer's half: wakes one parked thread unless a spinner will see the bell. */
+void notify_idle(DispatchControl &d, Waker &waker, SideCounters *counters);
+
+/*
+ * One runtime's end of the doorbell. Any number of threads may call next()
+ * at once on one Dispatcher (or on several for the same runtime).
+ */
+class Dispatcher {
+public:
+    Dispatcher(Region &region, std::uint32_t runtime) : region_(region), runtime_(runtime) {}
+
+    /*
+     * Takes the next call, spinning up to `spin` (if no other thread
+     * spins) and then parking. Returns ok with *out set, stopping once
+     * stop() holds, or timeout at the deadline.
+     */
+    Status next(Waker &waker, std::chrono::nanoseconds spin, const StopCheck &stop,
+                std::chrono::steady_clock::time_point deadline, Accepted *out);
+    /* Wakes every parked thread, so that they look at stop() (set it first). */
+    void wake_all(Waker &waker);
+
+private:
+    bool claim(Waker &waker, Accepted *out);
+    bool spin_for_bell(std::chrono::nanoseconds spin, const StopCheck &stop);
+
+    Region &region_;
+    std::uint32_t runtime_;
+    std::atomic<std::uint32_t> cursor_{0};  // where the next claim starts looking
+};
+
+}  // namespace courier::ipc

@@ -1,0 +1,96 @@
+/*
+ * loader.cc — dlopen, entry point, ABI check, init with signals blocked.
+ */
+#include "loader.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include "courier/worker/worker.h"
+
+namespace courier::worker {
+namespace {
+
+/* init() with every signal blocked: threads it starts inherit the mask. */
+template <typename Fn>
+const char *with_signals_blocked(Fn &&fn) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    const char *error = fn();
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return error;
+}
+
+bool find_v2(LoadedRuntime *rt, void *dl, const InitContext &context) {
+    auto entry = reinterpret_cast<courier_runtime2_entry_fn>(dlsym(dl, COURIER_RUNTIME_ENTRY_V2_NAME));
+    if (entry == nullptr)
+        return false;
+    const courier_runtime2 *v2 = entry();
+    if (v2 == nullptr || v2->abi_version != COURIER_RUNTIME_V2 ||
+        (v2->mode != COURIER_MODE_CALLBACK && v2->mode != COURIER_MODE_DRIVEN) ||
+        (v2->mode == COURIER_MODE_CALLBACK && v2->handle == nullptr)) {
+        rt->error = "courier runtime \"" + rt->path + "\" exports " COURIER_RUNTIME_ENTRY_V2_NAME
+                    " with an ABI version, mode or handle this courier does not accept (version " +
+                    std::to_string(v2 != nullptr ? v2->abi_version : 0) + ", needs " +
+                    std::to_string(COURIER_RUNTIME_V2) + "); rebuild it against this courier's courier/runtime.h";
+        return true;
+    }
+    const courier_init_args *args = &context.args;
+    void **state = &rt->state;
+    const char *init_error =
+        v2->init == nullptr ? nullptr : with_signals_blocked([&] { return v2->init(state, context.host_v2, args); });
+    if (init_error != nullptr)
+        rt->error = "courier runtime \"" + rt->path + "\" failed to start: " + init_error;
+    else
+        rt->v2 = v2;
+    return true;
+}
+
+void find_v1(LoadedRuntime *rt, void *dl, const InitContext &context) {
+    auto entry = reinterpret_cast<courier_runtime_entry_fn>(dlsym(dl, COURIER_RUNTIME_ENTRY_NAME));
+    if (entry == nullptr) {
+        rt->error = "courier runtime \"" + rt->path + "\" exports neither " COURIER_RUNTIME_ENTRY_V2_NAME
+                    " nor " COURIER_RUNTIME_ENTRY_NAME " (not a courier runtime?)";
+        return;
+    }
+    const courier_runtime *v1 = entry();
+    if (v1 == nullptr || v1->abi_version != COURIER_RUNTIME_ABI_VERSION || v1->handle == nullptr) {
+        rt->error = "courier runtime \"" + rt->path + "\" has ABI version " +
+                    std::to_string(v1 ? v1->abi_version : 0) + "; " COURIER_RUNTIME_ENTRY_NAME " needs version " +
+                    std::to_string(COURIER_RUNTIME_ABI_VERSION);
+        return;
+    }
+    void **state = &rt->state;
+    const int threads = context.args.worker_threads;
+    const char *init_error =
+        v1->init == nullptr ? nullptr : with_signals_blocked([&] { return v1->init(state, context.host_v1, threads); });
+    if (init_error != nullptr)
+        rt->error = "courier runtime \"" + rt->path + "\" failed to start: " + init_error;
+    else
+        rt->v1 = v1;
+}
+
+}  // namespace
+
+std::string resolve_runtime_path(const std::string &library, const std::string &libdir) {
+    if (library.find('/') != std::string::npos)
+        return library;
+    const bool has_suffix = library.size() > 3 && library.compare(library.size() - 3, 3, ".so") == 0;
+    return libdir + "/" + library + (has_suffix ? "" : ".so");
+}
+
+void load_runtime(LoadedRuntime *rt, const InitContext &context) {
+    void *dl = dlopen(rt->path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (dl == nullptr) {
+        const char *why = dlerror();
+        rt->error = "could not load courier runtime \"" + rt->path + "\": " + (why ? why : "unknown error");
+        return;
+    }
+    /* The library stays open for the life of the process: its threads may outlive a failed init. */
+    if (!find_v2(rt, dl, context))
+        find_v1(rt, dl, context);
+}
+
+}  // namespace courier::worker

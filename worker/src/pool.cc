@@ -1,0 +1,125 @@
+/*
+ * pool.cc — a callback-mode runtime's threads (see pool.h).
+ */
+#include "pool.h"
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <vector>
+
+namespace courier::worker {
+namespace {
+
+/* A request buffer kept between v1 calls, but not one the size of the largest message ever. */
+constexpr std::size_t kept_request_bytes = 1 << 20;
+
+/* Fails the call with what escaped the runtime, without allocating. */
+void fail_with_current_exception(const courier_host2 *host, courier_call_id id) {
+    char msg[512];
+    try {
+        throw;
+    } catch (const std::bad_alloc &) {
+        std::snprintf(msg, sizeof msg, "out of memory in the courier runtime");
+    } catch (const std::exception &e) {
+        std::snprintf(msg, sizeof msg, "runtime threw an exception: %s", e.what());
+    } catch (...) {
+        std::snprintf(msg, sizeof msg, "runtime threw an exception of unknown type");
+    }
+    (void)host->fail(id, msg, std::strlen(msg));
+}
+
+}  // namespace
+
+void Pool::start(int threads) {
+    for (int i = 0; i < threads; ++i)
+        threads_.push_back(start_quiet_thread([this] { run(); }));
+}
+
+bool Pool::stop(std::chrono::steady_clock::time_point until) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const bool all = exited_cv_.wait_until(lock, until, [this] { return exited_ == threads_.size(); });
+    lock.unlock();
+    for (auto &t : threads_) {
+        if (all)
+            t.join();
+        else
+            t.detach();  // still inside the runtime: the process will exit under it
+    }
+    threads_.clear();
+    return all;
+}
+
+void Pool::run() {
+    ipc::Dispatcher &dispatcher = *w_.dispatchers[runtime_];
+    const ipc::StopCheck stop = [this] { return w_.stop_requested(); };
+    for (;;) {
+        ipc::Accepted accepted;
+        const auto spin = std::chrono::nanoseconds(w_.spin_ns.load(std::memory_order_relaxed));
+        if (dispatcher.next(w_.waker, spin, stop, std::chrono::steady_clock::time_point::max(), &accepted) !=
+            ipc::Status::ok)
+            break;
+        courier_call_info call{};
+        try {
+            if (w_.table.open(runtime_, accepted, w_.call_policy(), &call) != ipc::Status::ok)
+                continue;
+        } catch (const std::bad_alloc &) {
+            continue;  // the call could not be opened: its caller sees the server let go
+        }
+        serve(call);
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++exited_;
+    exited_cv_.notify_all();
+}
+
+void Pool::serve(const courier_call_info &call) {
+    const LoadedRuntime &rt = w_.runtimes[runtime_];
+    const courier_host2 *host = host_v2();
+    if (!rt.loaded()) {
+        (void)host->fail(call.id, rt.error.data(), rt.error.size());
+        return;
+    }
+    if (rt.v1 != nullptr) {
+        serve_v1(call);
+        return;
+    }
+    try {
+        rt.v2->handle(rt.state, &call);  // may return with the call open
+    } catch (...) {
+        fail_with_current_exception(host, call.id);
+    }
+}
+
+/* v1: the whole request in one buffer, the call ends when handle() returns. */
+void Pool::serve_v1(const courier_call_info &call) {
+    const LoadedRuntime &rt = w_.runtimes[runtime_];
+    const courier_host2 *host = host_v2();
+    thread_local std::vector<std::byte> body;
+    courier_response response{call.id, false};
+    try {
+        const void *data = call.request;
+        std::size_t len = call.request_len;
+        if (!call.request_complete) {
+            body.assign(static_cast<const std::byte *>(call.request),
+                        static_cast<const std::byte *>(call.request) + call.request_len);
+            std::byte chunk[16384];
+            for (std::size_t n = 0; host->read(call.id, chunk, sizeof chunk, &n) == COURIER_OK && n > 0;)
+                body.insert(body.end(), chunk, chunk + n);
+            data = body.data();
+            len = body.size();
+        }
+        rt.v1->handle(rt.state, call.fn, data, len, &response);
+    } catch (...) {
+        fail_with_current_exception(host, call.id);
+    }
+    if (w_.stop_requested() && !response.wrote)
+        (void)host->fail(call.id, "the courier worker is shutting down; the call was cancelled",
+                         std::strlen("the courier worker is shutting down; the call was cancelled"));
+    (void)host->finish(call.id);  // ENDED if the handler failed it, or the caller went
+    if (body.capacity() > kept_request_bytes)
+        std::vector<std::byte>().swap(body);
+}
+
+}  // namespace courier::worker
