@@ -144,6 +144,18 @@ std::vector<MetricFamily> StatsCollector::Collect() const {
                 static_cast<double>(global(s, ipc::GlobalCounter::too_large)));
         counter("courier_calls_total", "Calls made", static_cast<double>(s.calls));
         counter("courier_call_errors_total", "Calls that ended in an error", static_cast<double>(s.call_errors));
+        auto per_runtime = [&](const char *name, const char *help, MetricType type, auto value) {
+            out.push_back(family(name, help, type));
+            for (const auto &rt : s.runtimes)
+                add(out.back(), static_cast<double>(value(rt)), {{"runtime", rt.name}});
+        };
+        using Runtime = ipc::StatsSnapshot::Runtime;
+        per_runtime("courier_runtime_up", "1 when the worker loaded the runtime (courier.runtimes)", MetricType::Gauge,
+                    [](const Runtime &rt) { return rt.state == ipc::RuntimeState::loaded ? 1 : 0; });
+        per_runtime("courier_runtime_calls_total", "Calls made, by runtime", MetricType::Counter,
+                    [](const Runtime &rt) { return rt.calls; });
+        per_runtime("courier_runtime_call_errors_total", "Calls that ended in an error, by runtime",
+                    MetricType::Counter, [](const Runtime &rt) { return rt.call_errors; });
 
         MetricFamily h = family("courier_call_duration_seconds", "Duration of calls as the session saw them",
                                 MetricType::Histogram);

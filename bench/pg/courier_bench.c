@@ -11,6 +11,10 @@
  *   courier_bench.echo_loop(size, start_at, duration_ms) → calls, cpu_s
  *     waits until start_at (epoch seconds), then calls courier.echo for
  *     duration_ms; returns the calls made and this backend's CPU seconds.
+ *   courier_bench.timed_call(fn, payload, start_at) → started, ended
+ *     waits until start_at, makes one call, returns when it began and
+ *     ended (epoch seconds): many sessions at once show how many calls a
+ *     runtime serves together.
  *
  * Each round trip is timed with clock_gettime(CLOCK_MONOTONIC); the echo
  * peers use queues and sockets as large as courier's ring (64 kB).
@@ -42,6 +46,7 @@ PG_MODULE_MAGIC;
 
 PG_FUNCTION_INFO_V1(courier_bench_rtt);
 PG_FUNCTION_INFO_V1(courier_bench_echo_loop);
+PG_FUNCTION_INFO_V1(courier_bench_timed_call);
 PGDLLEXPORT void courier_bench_shm_mq_worker(Datum arg);
 PGDLLEXPORT void courier_bench_socket_worker(Datum arg);
 
@@ -340,6 +345,50 @@ courier_bench_rtt(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
+/* Sleeps (interruptibly) until start_at, in epoch seconds. */
+static void
+wait_until(double start_at)
+{
+	struct timespec wall;
+
+	for (;;)
+	{
+		clock_gettime(CLOCK_REALTIME, &wall);
+		if ((double) wall.tv_sec + wall.tv_nsec / 1e9 >= start_at)
+			break;
+		pg_usleep(1000);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+static double
+epoch_seconds(void)
+{
+	struct timespec wall;
+
+	clock_gettime(CLOCK_REALTIME, &wall);
+	return (double) wall.tv_sec + wall.tv_nsec / 1e9;
+}
+
+Datum
+courier_bench_timed_call(PG_FUNCTION_ARGS)
+{
+	char	   *fn = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *payload = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	TupleDesc	desc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	courier_open_session();
+	wait_until(PG_GETARG_FLOAT8(2));
+	values[0] = Float8GetDatum(epoch_seconds());
+	pfree(courier_call(fn, payload, strlen(payload)));
+	values[1] = Float8GetDatum(epoch_seconds());
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
 Datum
 courier_bench_echo_loop(PG_FUNCTION_ARGS)
 {
@@ -350,7 +399,6 @@ courier_bench_echo_loop(PG_FUNCTION_ARGS)
 	int64		calls = 0;
 	struct rusage r0,
 				r1;
-	struct timespec wall;
 	double		end_ns;
 	TupleDesc	desc;
 	Datum		values[2];
@@ -360,14 +408,7 @@ courier_bench_echo_loop(PG_FUNCTION_ARGS)
 		elog(ERROR, "return type must be a row type");
 	memset(data, 'y', size);
 	courier_open_session();
-	for (;;)
-	{
-		clock_gettime(CLOCK_REALTIME, &wall);
-		if ((double) wall.tv_sec + wall.tv_nsec / 1e9 >= start_at)
-			break;
-		pg_usleep(1000);
-		CHECK_FOR_INTERRUPTS();
-	}
+	wait_until(start_at);
 	getrusage(RUSAGE_SELF, &r0);
 	end_ns = now_ns() + duration_ms * 1e6;
 	while (now_ns() < end_ns)

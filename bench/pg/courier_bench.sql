@@ -5,3 +5,6 @@ AS 'MODULE_PATHNAME', 'courier_bench_rtt' LANGUAGE C STRICT;
 CREATE FUNCTION @extschema@.echo_loop(size int, start_at float8, duration_ms int,
     OUT calls bigint, OUT cpu_s float8)
 AS 'MODULE_PATHNAME', 'courier_bench_echo_loop' LANGUAGE C STRICT;
+CREATE FUNCTION @extschema@.timed_call(fn text, payload text, start_at float8,
+    OUT started float8, OUT ended float8)
+AS 'MODULE_PATHNAME', 'courier_bench_timed_call' LANGUAGE C STRICT;

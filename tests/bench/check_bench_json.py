@@ -6,12 +6,14 @@ import sys
 
 RATIOS = ["courier_vs_shm_mq_rtt_64B", "courier_vs_socket_rtt_64B", "core_vs_spin_floor_rtt_64B",
           "throughput_vs_memcpy_1MiB", "scaling_64_vs_peak", "idle_worker_cpu_fraction",
-          "wakeups_per_message_under_load"]
+          "wakeups_per_message_under_load", "slow_64_vs_one_cpp_v1", "slow_64_vs_one_cpp_v2_async",
+          "slow_64_vs_one_cpp_v2_driven"]
 
 data = json.load(open(sys.argv[1]))
 errors = []
-if sorted(data.get("ratios", {})) != sorted(RATIOS):
-    errors.append(f"ratios keys are {sorted(data.get('ratios', {}))}, want {sorted(RATIOS)}")
+missing = sorted(set(RATIOS) - set(data.get("ratios", {})))
+if missing:
+    errors.append(f"ratios missing: {missing}")
 for key, value in data.get("ratios", {}).items():
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         errors.append(f"ratio {key} = {value!r} is not a finite non-negative number")
@@ -30,5 +32,8 @@ for sessions in ["1", "2", "4", "16", "64"]:
 for name in ["floor", "core_spin", "core_park", "pipe", "socket", "mqueue"]:
     if not data.get("core", {}).get("rtt_64B", {}).get(name, {}).get("median_ns", 0) > 0:
         errors.append(f"core rtt {name} missing")
+for label, row in data.get("slow_calls", {}).items():
+    if not row.get("one_s", 0) > 0 or not row.get("concurrent_64_s", 0) > 0:
+        errors.append(f"slow_calls {label}: {row!r}")
 print("\n".join(errors) if errors else "bench JSON complete")
 sys.exit(1 if errors else 0)

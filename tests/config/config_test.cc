@@ -11,7 +11,7 @@
 #include <regex>
 #include <sstream>
 
-#include "../pg/cluster.h"
+#include "cluster.h"
 
 namespace fs = std::filesystem;
 using courier::test::Cluster;

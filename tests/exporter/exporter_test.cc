@@ -113,8 +113,11 @@ TEST(Exporter, ServesTheSegmentsCountersWithLabelsAndBaseUnits) {
     ipc::bump(&v.slot(0)->client, ipc::Counter::wakeups_elided, 7);
     ipc::bump(&v.slot(3)->server, ipc::Counter::wakeups_sent, 11);
     ipc::bump(&v.slot(1)->client, ipc::Counter::bytes_sent, 4096);
+    v.set_runtimes({"echo", "fusion"});
+    v.set_runtime_state(0, ipc::RuntimeState::loaded);
+    v.set_runtime_state(1, ipc::RuntimeState::failed);
     v.record_call(0, 0, 800, false);         // ≤ 1 µs
-    v.record_call(1, 0, 3'000'000, true);    // ≤ 5 ms
+    v.record_call(1, 1, 3'000'000, true);    // ≤ 5 ms
     v.record_call(2, 0, 20'000'000'000, false);  // beyond 10 s
     exporter::StatsCollector c(exporter::segment_name(port));
     const std::string text = scrape(c);
@@ -127,7 +130,11 @@ TEST(Exporter, ServesTheSegmentsCountersWithLabelsAndBaseUnits) {
                              "courier_call_errors_total 1", "courier_call_duration_seconds_bucket{le=\"1e-06\"} 1",
                              "courier_call_duration_seconds_bucket{le=\"0.005\"} 2",
                              "courier_call_duration_seconds_bucket{le=\"10\"} 2",
-                             "courier_call_duration_seconds_bucket{le=\"+Inf\"} 3", "courier_call_duration_seconds_count 3"})
+                             "courier_call_duration_seconds_bucket{le=\"+Inf\"} 3", "courier_call_duration_seconds_count 3",
+                             "courier_runtime_up{runtime=\"echo\"} 1", "courier_runtime_up{runtime=\"fusion\"} 0",
+                             "courier_runtime_calls_total{runtime=\"echo\"} 2",
+                             "courier_runtime_calls_total{runtime=\"fusion\"} 1",
+                             "courier_runtime_call_errors_total{runtime=\"fusion\"} 1"})
         EXPECT_TRUE(has_line(text, line)) << "missing: " << line << "\n" << text;
 }
 
