@@ -254,11 +254,14 @@ void define_gucs() {
                             nullptr, nullptr, nullptr);
     DefineCustomIntVariable("courier.ring_size", "Size of each of a slot's two rings.",
                             "A power of two between 4kB and 1GB. Larger messages stream through the ring.",
-                            &guc_ring_size_kb, 64, 4, 1024 * 1024, PGC_POSTMASTER, GUC_UNIT_KB,
+                            &guc_ring_size_kb, 64, static_cast<int>(ipc::min_ring_size / 1024),
+                            static_cast<int>(ipc::max_ring_size / 1024), PGC_POSTMASTER, GUC_UNIT_KB,
                             check_ring_size, nullptr, nullptr);
     DefineCustomIntVariable("courier.max_message_size", "Largest request or response courier accepts.",
-                            "Enforced by both sides; a larger message fails the call with an error.",
-                            &guc_max_message_size_kb, 64 * 1024, 1, 1024 * 1024, PGC_POSTMASTER,
+                            "The payload of a request or response, enforced by both sides; a larger one fails the call. "
+                            "At most 1 GB - 1 kB, what a bytea in one allocation can hold.",
+                            &guc_max_message_size_kb, 64 * 1024, 1, static_cast<int>(ipc::max_max_message_size / 1024),
+                            PGC_POSTMASTER,
                             GUC_UNIT_KB, nullptr, nullptr, nullptr);
     DefineCustomStringVariable("courier.runtimes", "Runtime libraries the courier worker loads after fork.",
                                "Comma-separated, each name=library or library (a file in the server's library "

@@ -461,8 +461,8 @@ extern "C" struct varlena *courier_call_runtime(const char *runtime, const char 
     auto *result = static_cast<struct varlena *>(palloc(VARHDRSZ + cap));
     std::size_t used = 0;
     for (;;) {
-        if (used == cap) {
-            cap *= 2;
+        if (used == cap) {  // grow, but never past the largest message a response may be
+            cap = std::min<std::size_t>(cap * 2, static_cast<std::size_t>(guc_max_message_size_kb) * 1024);
             result = static_cast<struct varlena *>(repalloc(result, VARHDRSZ + cap));
         }
         const std::size_t n = courier_call_read(call, VARDATA(result) + used, cap - used);

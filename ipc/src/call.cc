@@ -138,8 +138,8 @@ ServerCall::ServerCall(Region &region, const Accepted &call, Waker &waker, const
           stopping},
       reader_(ep_) {}
 
-Status ServerCall::read_function(std::string *fn) {
-    fn->clear();
+Status ServerCall::read_function(std::span<char, max_function_name + 1> name, std::size_t *length) {
+    std::size_t len = 0;
     for (;;) {
         std::span<const std::byte> chunk;
         bool last = false;
@@ -148,10 +148,13 @@ Status ServerCall::read_function(std::string *fn) {
         const auto *begin = reinterpret_cast<const char *>(chunk.data());
         const auto *nul = static_cast<const char *>(std::memchr(begin, 0, chunk.size()));
         const std::size_t name_bytes = nul != nullptr ? static_cast<std::size_t>(nul - begin) : chunk.size();
-        fn->append(begin, name_bytes);
-        if (fn->size() > max_function_name)
+        if (len + name_bytes > max_function_name)
             return Status::corrupt;
+        std::memcpy(name.data() + len, begin, name_bytes);
+        len += name_bytes;
         if (nul != nullptr) {
+            name[len] = '\0';
+            *length = len;
             pending_ = chunk.subspan(name_bytes + 1);  // the frame stays held until read on
             return Status::ok;
         }

@@ -23,7 +23,7 @@ const char *describe_layout_error(const RegionParams &p) {
     if (!is_pow2(p.ring_size))
         return "ring_size must be a power of two (for example 64kB, 1MB)";
     if (p.max_message_size < min_max_message_size || p.max_message_size > max_max_message_size)
-        return "max_message_size must be between 1 byte and 1 GB";
+        return "max_message_size must be between 1 byte and 1 GB - 1 kB (1048575kB)";
     if (p.runtimes < min_runtimes || p.runtimes > max_runtimes)
         return "runtimes must be between 1 and 8";
     return nullptr;

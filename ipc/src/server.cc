@@ -15,13 +15,14 @@ constexpr std::size_t kept_buffer_bytes = 1 << 20;
 }  // namespace
 
 void serve_call(ServerCall &call, const CallHandler &handler) {
-    thread_local std::string fn;
+    char fn[max_function_name + 1];
+    std::size_t fn_length = 0;
     thread_local std::vector<std::byte> payload;
-    Status s = call.read_function(&fn);
+    Status s = call.read_function(fn, &fn_length);
     if (s == Status::ok)
         s = call.read_payload(&payload);
     if (s == Status::ok)
-        handler(call, fn, payload);
+        handler(call, std::string_view(fn, fn_length), payload);
     else if (s == Status::too_large && call.drain_request() == Status::ok)
         call.respond_error("request exceeds the maximum message size of the server");
     /* abandoned, aborted, server_restarted, corrupt: nobody to answer; finish() frees the slot. */

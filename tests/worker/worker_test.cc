@@ -83,6 +83,18 @@ std::uint32_t serving(Region &r) {
     return n;
 }
 
+/* Waits until a server holds a call; returns its slot. */
+std::uint32_t first_served(Region &r) {
+    for (;;) {
+        for (std::uint32_t i = 0; i < r.slots(); ++i)
+            if (r.slot(i)->state.load() & accepted_by_server)
+                return i;
+        std::this_thread::sleep_for(1ms);
+    }
+}
+
+bool still_served(Region &r, std::uint32_t slot) { return (r.slot(slot)->state.load() & accepted_by_server) != 0; }
+
 /* Runs fn on `n` threads at once; samples how many calls a server held at once meanwhile. */
 std::uint32_t peak_serving_while(Region &r, int n, const std::function<void(int)> &fn) {
     std::atomic<int> done{0};
@@ -142,11 +154,10 @@ TEST(Dispatch, FourSlowCallsOnFourThreadsAreHeldAtOnce) {
 TEST(Dispatch, ShortCallsAreServedWhileALongOneIsHeld) {
     Served s({echo_v1}, 2);
     std::thread long_call([&] { EXPECT_EQ(call(s.region(), 0, "sleep", "3000").status, Status::ok); });
-    while (serving(s.region()) == 0)
-        std::this_thread::sleep_for(1ms);
+    const std::uint32_t slow = first_served(s.region());
     for (int i = 0; i < 200; ++i)
         ASSERT_EQ(call(s.region(), 0, "echo", "short " + std::to_string(i)).text, "short " + std::to_string(i));
-    EXPECT_EQ(serving(s.region()), 1u) << "the long call ended before the short ones: they waited for it";
+    EXPECT_TRUE(still_served(s.region(), slow)) << "the long call ended before the short ones: they waited for it";
     long_call.join();
 }
 
@@ -224,11 +235,10 @@ TEST(AbiV2, SeveralRuntimesEachServeTheirOwnCalls) {
         EXPECT_EQ(call(s.region(), r, "echo", "to " + std::to_string(r)).text, "to " + std::to_string(r));
     /* A v1 runtime whose only thread is busy does not hold up the others. */
     std::thread busy([&] { EXPECT_EQ(call(s.region(), 0, "sleep", "2000").status, Status::ok); });
-    while (serving(s.region()) == 0)
-        std::this_thread::sleep_for(1ms);
+    const std::uint32_t slow = first_served(s.region());
     EXPECT_EQ(call(s.region(), 1, "echo", "async").text, "async");
     EXPECT_EQ(call(s.region(), 2, "echo", "driven").text, "driven");
-    EXPECT_EQ(serving(s.region()), 1u);
+    EXPECT_TRUE(still_served(s.region(), slow));
     busy.join();
     const StatsSnapshot snap = read_stats(s.seg.stats());
     ASSERT_EQ(snap.runtimes.size(), 3u);
@@ -289,8 +299,7 @@ TEST(Cancel, TheRuntimeLearnsThatItsCallerLeftWithoutPolling) {
 TEST(Cancel, ACallGivenUpWhileQueuedNeverRuns) {
     Served s({probe("queued")}, 1);
     std::thread busy([&] { EXPECT_EQ(call(s.region(), 0, "stuck", "1500").text, "1500"); });
-    while (serving(s.region()) == 0)
-        std::this_thread::sleep_for(1ms);
+    (void)first_served(s.region());
     EXPECT_EQ(call(s.region(), 0, "hold", "0 queued", 200ms).status, Status::timeout);
     busy.join();
     EXPECT_EQ(call(s.region(), 0, "echo", "after").text, "after");

@@ -50,8 +50,8 @@ ipc::Status CallTable::open(std::uint32_t runtime, const ipc::Accepted &accepted
     if (e.open.load(std::memory_order_relaxed))
         return ipc::Status::corrupt;  // the server cannot take a slot it still holds
     ipc::ServerCall &call = e.call.emplace(region_, accepted, waker_, policy, &stopping_);
-    thread_local std::string fn;
-    ipc::Status s = call.read_function(&fn);
+    std::size_t fn_length = 0;
+    ipc::Status s = call.read_function(e.fn, &fn_length);
     if (s == ipc::Status::ok && region_.client_gone(accepted.index, accepted.generation)) {
         s = ipc::Status::abandoned;  // given up while queued: the runtime never sees it
         if (region_.stats().valid())
@@ -64,8 +64,6 @@ ipc::Status CallTable::open(std::uint32_t runtime, const ipc::Accepted &accepted
         e.call.reset();
         return s;
     }
-    std::memcpy(e.fn, fn.data(), fn.size());
-    e.fn[fn.size()] = '\0';
     e.runtime = runtime;
     e.writing = false;
     e.request_read = call.request().finished();
@@ -84,7 +82,7 @@ ipc::Status CallTable::open(std::uint32_t runtime, const ipc::Accepted &accepted
     info->fn = e.fn;
     info->request = first.empty() ? empty_request : first.data();
     info->request_len = first.size();
-    info->request_total = total == ipc::unknown_length ? COURIER_UNKNOWN_LENGTH : total - fn.size() - 1;
+    info->request_total = total == ipc::unknown_length ? COURIER_UNKNOWN_LENGTH : total - fn_length - 1;
     info->request_complete = e.request_read ? 1 : 0;
     return ipc::Status::ok;
 }

@@ -46,7 +46,7 @@ public:
      * Opens an accepted call for `runtime`: reads its function name and
      * first piece into *info. ok, or why the call does not go to the
      * runtime (its caller gave up while it waited, a bad request); the
-     * call has been ended then.
+     * call has been ended then. Allocates nothing, so it cannot throw.
      */
     ipc::Status open(std::uint32_t runtime, const ipc::Accepted &accepted, const ipc::WaitPolicy &policy,
                      courier_call_info *info);

@@ -30,6 +30,37 @@ void fail_with_current_exception(const courier_host2 *host, courier_call_id id) 
     (void)host->fail(id, msg, std::strlen(msg));
 }
 
+/*
+ * A v1 handler sees the request whole: the first piece and the rest, in a
+ * buffer of this thread's. Out of memory fails the call (its caller gets
+ * the reason); it never ends the worker.
+ */
+bool read_whole_request(const courier_call_info &call, std::vector<std::byte> *body) {
+    const courier_host2 *host = host_v2();
+    try {
+        body->clear();
+        if (call.request_total != COURIER_UNKNOWN_LENGTH)
+            body->reserve(call.request_total);
+        const auto *first = static_cast<const std::byte *>(call.request);
+        body->insert(body->end(), first, first + call.request_len);
+        std::byte chunk[16384];
+        for (std::size_t n = 0;;) {
+            if (host->read(call.id, chunk, sizeof chunk, &n) != COURIER_OK)
+                return false;  // the caller went: the call has ended
+            if (n == 0)
+                return true;
+            body->insert(body->end(), chunk, chunk + n);
+        }
+    } catch (const std::bad_alloc &) {
+        std::vector<std::byte>().swap(*body);
+        char msg[160];
+        std::snprintf(msg, sizeof msg, "out of memory in the courier worker: a request of %llu bytes does not fit",
+                      static_cast<unsigned long long>(call.request_total));
+        (void)host->fail(call.id, msg, std::strlen(msg));
+        return false;
+    }
+}
+
 }  // namespace
 
 void Pool::start(int threads) {
@@ -61,13 +92,8 @@ void Pool::run() {
             ipc::Status::ok)
             break;
         courier_call_info call{};
-        try {
-            if (w_.table.open(runtime_, accepted, w_.call_policy(), &call) != ipc::Status::ok)
-                continue;
-        } catch (const std::bad_alloc &) {
-            continue;  // the call could not be opened: its caller sees the server let go
-        }
-        serve(call);
+        if (w_.table.open(runtime_, accepted, w_.call_policy(), &call) == ipc::Status::ok)
+            serve(call);
     }
     std::lock_guard<std::mutex> lock(mutex_);
     ++exited_;
@@ -98,18 +124,17 @@ void Pool::serve_v1(const courier_call_info &call) {
     const courier_host2 *host = host_v2();
     thread_local std::vector<std::byte> body;
     courier_response response{call.id, false};
+    const void *data = call.request;
+    std::size_t len = call.request_len;
+    if (!call.request_complete && !read_whole_request(call, &body)) {
+        (void)host->finish(call.id);  // ENDED unless read_whole_request left it open
+        return;
+    }
+    if (!call.request_complete) {
+        data = body.data();
+        len = body.size();
+    }
     try {
-        const void *data = call.request;
-        std::size_t len = call.request_len;
-        if (!call.request_complete) {
-            body.assign(static_cast<const std::byte *>(call.request),
-                        static_cast<const std::byte *>(call.request) + call.request_len);
-            std::byte chunk[16384];
-            for (std::size_t n = 0; host->read(call.id, chunk, sizeof chunk, &n) == COURIER_OK && n > 0;)
-                body.insert(body.end(), chunk, chunk + n);
-            data = body.data();
-            len = body.size();
-        }
         rt.v1->handle(rt.state, call.fn, data, len, &response);
     } catch (...) {
         fail_with_current_exception(host, call.id);

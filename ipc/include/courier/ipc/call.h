@@ -92,8 +92,8 @@ public:
     ServerCall(Region &region, const Accepted &call, Waker &waker, const WaitPolicy &policy,
                const std::atomic<bool> *stopping = nullptr);
 
-    /* Reads the function name (everything up to the first NUL). */
-    Status read_function(std::string *fn);
+    /* Reads the function name (everything up to the first NUL) into name; allocates nothing. */
+    Status read_function(std::span<char, max_function_name + 1> name, std::size_t *length);
     /* The payload bytes that came in the name's frame (held until read on). */
     std::span<const std::byte> first_piece() const { return pending_; }
     /* Then the payload, streamed or whole. */

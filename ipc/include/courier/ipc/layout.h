@@ -41,7 +41,12 @@ inline constexpr std::uint32_t max_slots = 65536;
 inline constexpr std::uint64_t min_ring_size = 4096;
 inline constexpr std::uint64_t max_ring_size = 1ull << 30;
 inline constexpr std::uint64_t min_max_message_size = 1;
-inline constexpr std::uint64_t max_max_message_size = 1ull << 30;  // bytea's limit
+/*
+ * A message must fit in one PostgreSQL allocation as a bytea: the header
+ * and the payload below MaxAllocSize (1 GB - 1), in whole kB since the
+ * setting is in kB. So 1 GB - 1 kB, not the 1 GB a bytea can almost hold.
+ */
+inline constexpr std::uint64_t max_max_message_size = (1ull << 30) - 1024;
 /* A call's function name, in bytes (the runtime's prefix excluded). */
 inline constexpr std::size_t max_function_name = 255;
 /* Runtimes one worker serves; each has its own doorbell and idle threads. */
