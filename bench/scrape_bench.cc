@@ -21,7 +21,7 @@
 int main() {
     using namespace courier;
     const int port = 40000 + getpid() % 20000;  // a made-up cluster
-    const std::string name = exporter::segment_name(port);
+    const std::string name = ipc::stats_segment_name(port);
     const std::uint32_t slots = 1024;
     const std::size_t size = ipc::stats_segment_size(slots);
     const int fd = shm_open(name.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0640);
@@ -32,7 +32,7 @@ int main() {
     ipc::StatsView view = ipc::StatsView::create(base, size, slots);
     for (std::uint32_t i = 0; i < slots; ++i)
         view.record_call(i, 0, 1000 + i, false);
-    exporter::StatsCollector collector(name);
+    exporter::StatsCollector collector(name, geteuid());
     std::vector<double> us;
     std::size_t bytes = 0;
     for (int i = 0; i < 520; ++i) {

@@ -14,9 +14,12 @@
  * needs --yes, 2 bad input or usage. Nothing is written on an error; files
  * are written to a temporary name and renamed.
  */
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -136,21 +139,61 @@ std::string render(const Plan &plan, const std::string &file) {
     return os.str();
 }
 
+/*
+ * Replaces `path` with `text` so that a reader sees the old file or the new
+ * one, never a mix, and nothing is written through a link someone planted
+ * (courier-config install runs as root in a directory the server's user
+ * may write): the text goes to a new file that mkstemp makes in the same
+ * directory (O_EXCL, a name nobody can guess), gets the owner, group and
+ * mode of the file it replaces (of the directory, and 0644, for a new
+ * one), is fsynced, renamed over `path` (rename replaces a link, it does
+ * not follow it), and then the directory is fsynced.
+ */
 void write_atomically(const std::string &path, const std::string &text) {
-    const std::string tmp = path + ".tmp." + std::to_string(getpid());
-    {
-        std::ofstream f(tmp, std::ios::trunc);
-        f << text;
-        f.flush();
-        if (!f)
-            throw InputError("cannot write " + tmp);
+    const fs::path target(path);
+    const std::string dir = target.parent_path().empty() ? "." : target.parent_path().string();
+    struct stat like {};
+    if (lstat(path.c_str(), &like) != 0 || !S_ISREG(like.st_mode)) {
+        if (stat(dir.c_str(), &like) != 0)
+            throw InputError("cannot write into " + dir + ": " + std::strerror(errno));
+        like.st_mode = 0644;
     }
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
-    if (ec) {
-        fs::remove(tmp);
-        throw InputError("cannot rename " + tmp + " to " + path + ": " + ec.message());
+    std::string tmp = dir + "/." + target.filename().string() + ".courier-XXXXXX";
+    const int fd = mkstemp(tmp.data());
+    if (fd < 0)
+        throw InputError("cannot create a file in " + dir + ": " + std::strerror(errno));
+    bool ok = true;
+    for (std::size_t done = 0; ok && done < text.size();) {
+        const ssize_t n = write(fd, text.data() + done, text.size() - done);
+        ok = n > 0;
+        done += ok ? static_cast<std::size_t>(n) : 0;
     }
+    /* fchown fails for a non-root user, for whom the file is theirs anyway. */
+    if (fchown(fd, like.st_uid, like.st_gid) != 0 && geteuid() == 0)
+        ok = false;
+    ok = ok && fchmod(fd, like.st_mode & 07777) == 0 && fsync(fd) == 0;
+    const int saved = errno;
+    close(fd);
+    if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {
+        const int why = ok ? errno : saved;
+        unlink(tmp.c_str());
+        throw InputError("cannot write " + path + ": " + std::strerror(why));
+    }
+    if (const int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY); dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+}
+
+/* A directory made by root for the server's user belongs to the server's user. */
+void make_directory_like(const fs::path &dir, const fs::path &like) {
+    if (fs::exists(dir))
+        return;
+    fs::create_directories(dir);
+    struct stat st {};
+    if (stat(like.c_str(), &st) == 0 && chown(dir.c_str(), st.st_uid, st.st_gid) != 0 && geteuid() == 0)
+        throw InputError("cannot give " + dir.string() + " to the owner of " + like.string() + ": " +
+                         std::strerror(errno));
 }
 
 std::string read_file(const std::string &path) {
@@ -250,11 +293,12 @@ int install(const Plan &plan, const Args &a) {
     }
     if (!included) {
         const std::string backup = conf.string() + ".courier-backup";
-        fs::copy_file(conf, backup, fs::copy_options::overwrite_existing);
-        write_atomically(conf.string(), read_file(conf.string()) + "\n# added by courier-config install\ninclude_dir = 'conf.d'\n");
+        const std::string original = read_file(conf.string());
+        write_atomically(backup, original);
+        write_atomically(conf.string(), original + "\n# added by courier-config install\ninclude_dir = 'conf.d'\n");
         std::printf("added include_dir = 'conf.d' to %s (backup: %s)\n", conf.c_str(), backup.c_str());
     }
-    fs::create_directories(dir);
+    make_directory_like(dir, a.conf_dir);
     write_atomically(target.string(), snippet);
     std::printf("wrote %s\n", target.c_str());
     if (!a.cluster.empty()) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <iostream>
 
 #include "courier/ipc/stats.h"
 
@@ -34,15 +35,23 @@ void add(MetricFamily &f, double value, std::vector<ClientMetric::Label> labels 
     f.metric.push_back(std::move(m));
 }
 
-/* A mapping of the segment for one scrape. */
+/* A mapping of the segment for one scrape, if it is a file of the expected owner. */
 class Mapping {
 public:
-    explicit Mapping(const std::string &name) {
+    Mapping(const std::string &name, uid_t owner) {
         const int fd = shm_open(name.c_str(), O_RDONLY, 0);
-        if (fd < 0)
+        if (fd < 0) {
+            why_ = "no statistics segment " + name + " (is PostgreSQL with courier running?)";
             return;
+        }
         struct stat st {};
-        if (fstat(fd, &st) == 0 && st.st_size > 0) {
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
+            why_ = "statistics segment " + name + " is not a regular file";
+        } else if (st.st_uid != owner) {
+            why_ = "refusing statistics segment " + name + ": it belongs to uid " + std::to_string(st.st_uid) +
+                   ", not to uid " + std::to_string(owner) + " (the server's user); run the exporter as that user " +
+                   "or give --courier.data-directory";
+        } else {
             size_ = static_cast<std::size_t>(st.st_size);
             void *p = mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
             base_ = p == MAP_FAILED ? nullptr : p;
@@ -55,14 +64,20 @@ public:
     }
     Mapping(const Mapping &) = delete;
     Mapping &operator=(const Mapping &) = delete;
-    /* The view only reads: the mapping is PROT_READ. */
-    bool view(ipc::StatsView *out) const {
-        return base_ != nullptr && ipc::StatsView::attach(base_, size_, out) == ipc::Status::ok;
+    /* The view only reads: the mapping is PROT_READ, every read bounded by the mapped size. */
+    bool view(ipc::StatsView *out) {
+        if (base_ != nullptr && ipc::StatsView::attach(base_, size_, out) == ipc::Status::ok)
+            return true;
+        if (base_ != nullptr)
+            why_ = "statistics segment is not one of this courier version (or is damaged)";
+        return false;
     }
+    const std::string &why() const { return why_; }
 
 private:
     void *base_ = nullptr;
     std::size_t size_ = 0;
+    std::string why_;
 };
 
 std::vector<ClientMetric::Label> side(const char *s) { return {{"side", s}}; }
@@ -74,14 +89,20 @@ std::uint64_t global(const ipc::StatsSnapshot &s, ipc::GlobalCounter c) {
 
 }  // namespace
 
-std::string segment_name(int port) { return "/courier-" + std::to_string(port); }
+void StatsCollector::note(const std::string &why) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (why != last_note_ && !why.empty())
+        std::cerr << "courier_exporter: " << why << "\n";
+    last_note_ = why;
+}
 
 std::vector<MetricFamily> StatsCollector::Collect() const {
     const auto started = std::chrono::steady_clock::now();
     std::vector<MetricFamily> out;
-    Mapping mapping(segment_);
+    Mapping mapping(segment_, owner_);
     ipc::StatsView view;
     const bool up = mapping.view(&view);
+    note(mapping.why());
 
     out.push_back(family("courier_up", "1 when courier's statistics segment (PostgreSQL with courier) is readable",
                          MetricType::Gauge));

@@ -11,9 +11,15 @@
  * postgresql.conf. Runs until SIGINT or SIGTERM.
  */
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <optional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -22,6 +28,7 @@
 #include <prometheus/exposer.h>
 
 #include "collector.h"
+#include "courier/ipc/stats.h"
 
 #ifndef COURIER_VERSION
 #define COURIER_VERSION "unknown"
@@ -97,6 +104,60 @@ std::map<std::string, std::string> parse(int argc, char **argv) {
     return flags;
 }
 
+struct BasicAuth {
+    std::string user;
+    std::string password;
+};
+
+/*
+ * Both flags or neither: with only one, /metrics would be served to anyone.
+ * The password file must be a regular file of the exporter's user (or
+ * root) that no other user may read or write.
+ */
+std::optional<BasicAuth> basic_auth(std::map<std::string, std::string> &flags) {
+    const bool user = flags.count("web.basic-auth-user") != 0, file = flags.count("web.basic-auth-password-file") != 0;
+    if (!user && !file)
+        return std::nullopt;
+    if (!user || !file || flags["web.basic-auth-user"].empty())
+        usage("basic auth needs both --web.basic-auth-user and --web.basic-auth-password-file "
+              "(with only one, /metrics would be served without authentication)");
+    const std::string path = flags["web.basic-auth-password-file"];
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0)
+        usage("cannot read the password file " + path + ": " + std::strerror(errno), 1);
+    if (!S_ISREG(st.st_mode))
+        usage("the password file " + path + " is not a regular file", 1);
+    if ((st.st_mode & 0027) != 0) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        usage("the password file " + path + " has mode " + mode + ": other users may read or change it (chmod 600 it)", 1);
+    }
+    if (st.st_uid != geteuid() && st.st_uid != 0)
+        usage("the password file " + path + " belongs to uid " + std::to_string(st.st_uid) +
+                  ", neither the exporter's user nor root", 1);
+    BasicAuth auth{flags["web.basic-auth-user"], ""};
+    std::ifstream f(path);
+    if (!std::getline(f, auth.password) || auth.password.empty())
+        usage("the password file " + path + " is empty: its first line is the password", 1);
+    return auth;
+}
+
+/* Compares in time that depends on the secret's length only, not on where they differ. */
+bool same_secret(const std::string &given, const std::string &secret) {
+    unsigned char diff = given.size() != secret.size() ? 1 : 0;
+    for (std::size_t i = 0; i < secret.size(); ++i)
+        diff |= static_cast<unsigned char>((i < given.size() ? given[i] : 0) ^ secret[i]);
+    return diff == 0;
+}
+
+/* The server's user: the data directory's owner, else whoever runs the exporter. */
+uid_t server_user(std::map<std::string, std::string> &flags) {
+    struct stat st {};
+    if (flags.count("courier.data-directory") && stat(flags["courier.data-directory"].c_str(), &st) == 0)
+        return st.st_uid;
+    return geteuid();
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -110,12 +171,7 @@ int main(int argc, char **argv) {
         if (*end != '\0' || port < 1 || port > 65535)
             usage("--courier.port expects a port number, got " + flags["courier.port"]);
     }
-    std::string password;
-    if (flags.count("web.basic-auth-user")) {
-        std::ifstream f(flags["web.basic-auth-password-file"]);
-        if (!flags.count("web.basic-auth-password-file") || !std::getline(f, password) || password.empty())
-            usage("--web.basic-auth-user needs --web.basic-auth-password-file naming a file with the password");
-    }
+    const std::optional<BasicAuth> auth = basic_auth(flags);
 
     /* Signals go to sigwait below, not to the server's threads. */
     sigset_t set;
@@ -132,13 +188,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     const std::string path = flags["web.telemetry-path"];
-    auto collector = std::make_shared<courier::exporter::StatsCollector>(courier::exporter::segment_name(port));
+    auto collector = std::make_shared<courier::exporter::StatsCollector>(courier::ipc::stats_segment_name(port),
+                                                                          server_user(flags));
     exposer->RegisterCollectable(collector, path);
-    if (flags.count("web.basic-auth-user")) {
-        const std::string user = flags["web.basic-auth-user"];
-        exposer->RegisterAuth([user, password](const std::string &u, const std::string &p) { return u == user && p == password; },
-                              "courier_exporter", path);
-    }
+    if (auth)
+        exposer->RegisterAuth([auth](const std::string &u, const std::string &p) {
+            return same_secret(u, auth->user) & same_secret(p, auth->password);  // both, always: no early exit
+        }, "courier_exporter", path);
     std::cerr << "courier_exporter " << COURIER_VERSION << ": serving " << path << " on " << flags["web.listen-address"]
               << " for the cluster on port " << port << "\n";
     int sig = 0;

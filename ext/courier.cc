@@ -16,6 +16,7 @@
  * postmaster exits (children reset the postmaster's exit callbacks).
  */
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -187,25 +188,54 @@ void remove_stats_segment(int, Datum) {
         shm_unlink(stats_name);
 }
 
+/*
+ * Creates the segment's file, or returns -1 when the name is taken by
+ * another user. One of ours (left by a postmaster that was killed) is
+ * replaced. Someone else's is left alone: that user could otherwise feed
+ * the exporter numbers of their own, or keep the server from starting.
+ */
+int create_segment_file() {
+    int fd = shm_open(stats_name, O_CREAT | O_EXCL | O_RDWR, 0640);
+    if (fd >= 0 || errno != EEXIST)
+        return fd >= 0 ? fd : -2;
+    char path[96];
+    snprintf(path, sizeof path, "/dev/shm%s", stats_name);
+    struct stat st {};
+    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid()) {
+        shm_unlink(stats_name);
+        fd = shm_open(stats_name, O_CREAT | O_EXCL | O_RDWR, 0640);
+        return fd >= 0 ? fd : -2;
+    }
+    const struct passwd *owner = getpwuid(st.st_uid);
+    ereport(WARNING,
+            (errmsg("courier statistics segment \"%s\" belongs to user \"%s\" (uid %u), not to this server: not using it",
+                    path, owner != nullptr ? owner->pw_name : "?", static_cast<unsigned>(st.st_uid)),
+             errdetail("The server keeps courier's statistics in private memory instead: courier.stats() works, "
+                       "but courier_exporter reports courier_up 0 for this cluster."),
+             errhint("Another local user created that file. Remove it as root (rm %s) and restart the server.", path)));
+    return -1;
+}
+
 ipc::StatsView create_stats_segment(std::uint32_t slots) {
     remove_stats_segment(0, 0);  // a previous life of this postmaster, or a crash
     snprintf(stats_name, sizeof stats_name, "/courier-%d", PostPortNumber);
     stats_size = ipc::stats_segment_size(slots);
-    int fd = shm_open(stats_name, O_CREAT | O_EXCL | O_RDWR, 0640);
-    if (fd < 0 && errno == EEXIST) {
-        shm_unlink(stats_name);  // left by a postmaster that was killed
-        fd = shm_open(stats_name, O_CREAT | O_EXCL | O_RDWR, 0640);
-    }
-    if (fd < 0)
+    const int fd = create_segment_file();
+    if (fd == -2)
         ereport(FATAL, (errcode_for_file_access(),
                         errmsg("could not create courier stats segment \"%s\": %m", stats_name)));
-    if (fchmod(fd, 0640) != 0 || ftruncate(fd, static_cast<off_t>(stats_size)) != 0) {
+    if (fd == -1) {
+        stats_name[0] = '\0';  // not ours: nothing to remove at exit
+        stats_base = mmap(nullptr, stats_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    } else {
+        if (fchmod(fd, 0640) != 0 || ftruncate(fd, static_cast<off_t>(stats_size)) != 0) {
+            close(fd);
+            ereport(FATAL, (errcode_for_file_access(),
+                            errmsg("could not size courier stats segment \"%s\": %m", stats_name)));
+        }
+        stats_base = mmap(nullptr, stats_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         close(fd);
-        ereport(FATAL, (errcode_for_file_access(),
-                        errmsg("could not size courier stats segment \"%s\": %m", stats_name)));
     }
-    stats_base = mmap(nullptr, stats_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
     if (stats_base == MAP_FAILED) {
         stats_base = nullptr;
         ereport(FATAL, (errmsg("could not map courier stats segment \"%s\": %m", stats_name)));

@@ -39,6 +39,9 @@ constexpr std::size_t globals_bytes = (sizeof(GlobalCounters) + 63) / 64 * 64;
 
 }  // namespace
 
+std::string stats_segment_name(int port) { return "/courier-" + std::to_string(port); }
+std::string stats_segment_path(int port) { return "/dev/shm/courier-" + std::to_string(port); }
+
 const char *counter_name(Counter c) { return side_names[static_cast<std::size_t>(c)]; }
 const char *counter_help(Counter c) { return side_helps[static_cast<std::size_t>(c)]; }
 const char *counter_name(GlobalCounter c) { return global_names[static_cast<std::size_t>(c)]; }
@@ -53,6 +56,7 @@ StatsView StatsView::create(void *base, std::size_t size, std::uint32_t slots) {
     v.slots_ = reinterpret_cast<SlotStats *>(bytes + header_bytes + globals_bytes);
     for (std::uint32_t i = 0; i < slots; ++i)
         new (&v.slots_[i]) SlotStats{};
+    v.slot_count_ = slots;
     v.header_->magic = stats_magic;
     v.header_->version = stats_version;
     v.header_->slots = slots;
@@ -71,6 +75,7 @@ Status StatsView::attach(void *base, std::size_t size, StatsView *out) {
         h->segment_size > size || h->runtimes > max_runtimes)
         return Status::corrupt;
     out->header_ = h;
+    out->slot_count_ = h->slots;
     out->globals_ = reinterpret_cast<GlobalCounters *>(bytes + header_bytes);
     out->slots_ = reinterpret_cast<SlotStats *>(bytes + header_bytes + globals_bytes);
     return Status::ok;
@@ -110,7 +115,7 @@ StatsSnapshot read_stats(const StatsView &view) {
     if (!view.valid())
         return snap;
     const StatsHeader &h = view.header();
-    snap.slots = h.slots;
+    snap.slots = view.slots();
     snap.server_up = h.server_up.load(std::memory_order_relaxed) != 0;
     snap.slots_in_use = h.slots_in_use.load(std::memory_order_relaxed);
     snap.server_epoch = h.server_epoch.load(std::memory_order_relaxed);
@@ -124,7 +129,7 @@ StatsSnapshot read_stats(const StatsView &view) {
     auto *globals = reinterpret_cast<const GlobalCounters *>(bytes + header_bytes);
     for (std::size_t i = 0; i < global_counter_count; ++i)
         snap.global[i] = globals->value[i].load(std::memory_order_relaxed);
-    for (std::uint32_t s = 0; s < h.slots; ++s) {
+    for (std::uint32_t s = 0; s < view.slots(); ++s) {
         const SlotStats *slot = view.slot(s);
         for (std::size_t i = 0; i < side_counter_count; ++i) {
             snap.client[i] += slot->client.value[i].load(std::memory_order_relaxed);

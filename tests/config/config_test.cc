@@ -3,6 +3,8 @@
  * PostgreSQL 15 cluster started from the generated snippet.
  */
 #include <gtest/gtest.h>
+#include <pwd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -167,6 +169,42 @@ TEST(Config, InstallAddsIncludeDirOnlyWithYesAndKeepsABackup) {
     r = run(base);
     EXPECT_EQ(r.status, 0) << r.out;
     EXPECT_EQ(settings(slurp(dir / "etc/conf.d/50-courier.conf")), settings(installed));
+}
+
+/*
+ * Run as root in a directory the server's user may write: a link planted
+ * where the backup goes must not be written through, and the files keep
+ * their owner and mode (a root-owned 0600 postgresql.conf stops the server).
+ */
+TEST(Config, InstallAsRootWritesThroughNoLinkAndKeepsOwnerAndMode) {
+    if (geteuid() != 0)
+        GTEST_SKIP() << "needs root";
+    TempDir dir;
+    dir.write("c.yaml", valid);
+    const fs::path conf = dir.write("etc/postgresql.conf", "max_connections = 100\n");
+    const fs::path victim = dir.write("victim", "precious\n");
+    ASSERT_EQ(std::system(("chown -R postgres:postgres " + (dir / "etc").string() + " && chmod 644 " + conf.string())
+                              .c_str()),
+              0);
+    fs::create_symlink(victim, dir / "etc/postgresql.conf.courier-backup");
+    const Outcome r = run("install " + (dir / "c.yaml").string() + " --conf-dir " + (dir / "etc").string() + " --yes");
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_EQ(slurp(victim), "precious\n") << "written through the planted link";
+    EXPECT_FALSE(fs::is_symlink(dir / "etc/postgresql.conf.courier-backup"));
+    EXPECT_EQ(slurp(dir / "etc/postgresql.conf.courier-backup"), "max_connections = 100\n");
+    struct passwd *pg = getpwnam("postgres");
+    ASSERT_NE(pg, nullptr);
+    for (const fs::path &p : {conf, dir / "etc/postgresql.conf.courier-backup", dir / "etc/conf.d",
+                              dir / "etc/conf.d/50-courier.conf"}) {
+        struct stat st {};
+        ASSERT_EQ(stat(p.c_str(), &st), 0) << p;
+        EXPECT_EQ(st.st_uid, pg->pw_uid) << p << " is not the server user's";
+        if (S_ISREG(st.st_mode)) {
+            EXPECT_EQ(st.st_mode & 07777, 0644u) << p;
+        }
+    }
+    for (const auto &e : fs::directory_iterator(dir / "etc"))  // temporaries are ".NAME.courier-XXXXXX"
+        EXPECT_NE(e.path().filename().string()[0], '.') << "left behind: " << e.path();
 }
 
 TEST(Config, GeneratedSnippetStartsAClusterWhoseMemoryMatchesAndCheckAgrees) {

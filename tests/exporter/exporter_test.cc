@@ -12,7 +12,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -29,7 +32,7 @@ namespace {
 /* A stats segment as courier's postmaster makes it, for a made-up port. */
 class FakeSegment {
 public:
-    explicit FakeSegment(int port, std::uint32_t slots) : name_(exporter::segment_name(port)) {
+    explicit FakeSegment(int port, std::uint32_t slots) : name_(ipc::stats_segment_name(port)) {
         size_ = ipc::stats_segment_size(slots);
         const int fd = shm_open(name_.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0640);
         EXPECT_GE(fd, 0);
@@ -119,7 +122,7 @@ TEST(Exporter, ServesTheSegmentsCountersWithLabelsAndBaseUnits) {
     v.record_call(0, 0, 800, false);         // ≤ 1 µs
     v.record_call(1, 1, 3'000'000, true);    // ≤ 5 ms
     v.record_call(2, 0, 20'000'000'000, false);  // beyond 10 s
-    exporter::StatsCollector c(exporter::segment_name(port));
+    exporter::StatsCollector c(ipc::stats_segment_name(port), geteuid());
     const std::string text = scrape(c);
     for (const char *line : {"courier_up 1", "courier_worker_up 1", "courier_worker_epoch 3",
                              "courier_worker_restarts_total 2", "courier_slots 4", "courier_slots_in_use 2",
@@ -140,7 +143,7 @@ TEST(Exporter, ServesTheSegmentsCountersWithLabelsAndBaseUnits) {
 
 TEST(Exporter, ReportsDownWithoutFailingAndPicksTheSegmentUpAgain) {
     const int port = 62000 + getpid() % 1000;
-    exporter::StatsCollector c(exporter::segment_name(port));
+    exporter::StatsCollector c(ipc::stats_segment_name(port), geteuid());
     std::string text = scrape(c);
     EXPECT_TRUE(has_line(text, "courier_up 0")) << text;
     EXPECT_TRUE(has_line(text, "courier_worker_up 0")) << text;
@@ -194,4 +197,68 @@ TEST(Exporter, TheDaemonServesPassesPromtoolAndEnforcesBasicAuth) {
     waitpid(pid, &status, 0);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "exits cleanly on SIGTERM";
     unlink(pwfile);
+}
+
+namespace {
+
+/* Runs the exporter with `args`; its exit status and what it printed. */
+std::pair<int, std::string> run_exporter(const std::string &args) {
+    const std::string cmd = std::string(COURIER_EXPORTER) + " --web.listen-address=127.0.0.1:" +
+                            std::to_string(free_port()) + " " + args + " 2>&1";
+    FILE *p = popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[512];
+    while (p != nullptr && fgets(buf, sizeof buf, p) != nullptr)
+        out += buf;
+    const int status = p != nullptr ? pclose(p) : -1;
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string temp_file(const char *content, mode_t mode) {
+    char path[] = "/tmp/courier-exporter-pw-XXXXXX";
+    const int fd = mkstemp(path);
+    EXPECT_EQ(write(fd, content, std::strlen(content)), static_cast<ssize_t>(std::strlen(content)));
+    fchmod(fd, mode);
+    close(fd);
+    return path;
+}
+
+}  // namespace
+
+/* Half an auth configuration, or a password file others can read, must not serve /metrics openly. */
+TEST(Exporter, BasicAuthRefusesToStartIncompleteOrUnsafe) {
+    const std::string good = temp_file("s3cret\n", 0600);
+    const std::string open_file = temp_file("s3cret\n", 0644);
+    const std::string empty = temp_file("", 0600);
+    struct Case {
+        std::string args;
+        int status;
+        std::string says;
+    };
+    for (const Case &c : std::vector<Case>{
+             {"--web.basic-auth-password-file=" + good, 2, "needs both"},
+             {"--web.basic-auth-user=prom", 2, "needs both"},
+             {"--web.basic-auth-user=prom --web.basic-auth-password-file=" + open_file, 1, "chmod 600"},
+             {"--web.basic-auth-user=prom --web.basic-auth-password-file=" + empty, 1, "is empty"},
+             {"--web.basic-auth-user=prom --web.basic-auth-password-file=/nonexistent/pw", 1, "cannot read"}}) {
+        const auto [status, out] = run_exporter(c.args);
+        EXPECT_EQ(status, c.status) << c.args << "\n" << out;
+        EXPECT_NE(out.find(c.says), std::string::npos) << c.args << "\n" << out;
+    }
+    for (const std::string &f : {good, open_file, empty})
+        std::remove(f.c_str());
+}
+
+/* A segment that another local user made under the cluster's name is not trusted. */
+TEST(Exporter, RefusesASegmentThatIsNotTheServerUsers) {
+    if (geteuid() != 0)
+        GTEST_SKIP() << "needs root to make a segment of another user";
+    const int port = 64000 + getpid() % 1000;
+    FakeSegment seg(port, 2);
+    seg.view().header().server_up.store(1);
+    ASSERT_EQ(chown(ipc::stats_segment_path(port).c_str(), 65534, 65534), 0);
+    exporter::StatsCollector as_root(ipc::stats_segment_name(port), geteuid());
+    EXPECT_TRUE(has_line(scrape(as_root), "courier_up 0"));
+    exporter::StatsCollector as_owner(ipc::stats_segment_name(port), 65534);
+    EXPECT_TRUE(has_line(scrape(as_owner), "courier_up 1"));
 }

@@ -149,7 +149,20 @@ inline void bump(SideCounters *c, Counter which, std::uint64_t n = 1) {
     v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
 
-/* A view of a stats segment in this process's address space. */
+/*
+ * The POSIX shared memory name of the stats segment of the cluster that
+ * listens on `port`, and where Linux keeps it. The extension creates it,
+ * the exporter and the scripts find it by these.
+ */
+std::string stats_segment_name(int port);
+std::string stats_segment_path(int port);
+
+/*
+ * A view of a stats segment in this process's address space. The slot
+ * count is read once, when the view is made and checked against the
+ * mapped size: every later read is bounded by it, whatever the segment
+ * holds by then.
+ */
 class StatsView {
 public:
     StatsView() = default;
@@ -163,10 +176,8 @@ public:
 
     bool valid() const { return header_ != nullptr; }
     StatsHeader &header() const { return *header_; }
-    std::uint32_t slots() const { return header_->slots; }
-    SlotStats *slot(std::uint32_t index) const {
-        return index < header_->slots ? &slots_[index] : nullptr;
-    }
+    std::uint32_t slots() const { return slot_count_; }
+    SlotStats *slot(std::uint32_t index) const { return index < slot_count_ ? &slots_[index] : nullptr; }
     void add(GlobalCounter which, std::uint64_t n = 1) const {
         globals_->value[static_cast<std::size_t>(which)].fetch_add(n, std::memory_order_relaxed);
     }
@@ -176,6 +187,7 @@ private:
     StatsHeader *header_ = nullptr;
     GlobalCounters *globals_ = nullptr;
     SlotStats *slots_ = nullptr;
+    std::uint32_t slot_count_ = 0;
 };
 
 /* Totals summed over slots, as the exporter and courier.stats() show them. */
