@@ -25,6 +25,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,7 @@ extern "C" {
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 PG_MODULE_MAGIC;
 
@@ -276,7 +278,35 @@ void shmem_startup() {
     LWLockRelease(AddinShmemInitLock);
 }
 
+/*
+ * PostgreSQL only warns about an invalid value of an extension's setting
+ * in postgresql.conf and starts with the default, which an operator may
+ * not notice for a long time. courier refuses to start instead: the raw
+ * values are read before the settings are defined and applied again
+ * afterwards at ERROR level, which is FATAL in the postmaster.
+ */
+constexpr const char *setting_names[] = {"courier.slots",          "courier.ring_size",   "courier.max_message_size",
+                                         "courier.runtimes",       "courier.runtime",     "courier.worker_threads",
+                                         "courier.spin_us",        "courier.call_timeout", "courier.slot_wait_timeout",
+                                         "courier.enabled"};
+char *raw_settings[std::size(setting_names)];
+
+void remember_raw_settings() {
+    for (std::size_t i = 0; i < std::size(setting_names); ++i) {
+        const char *value = GetConfigOption(setting_names[i], true, false);
+        raw_settings[i] = value != nullptr ? MemoryContextStrdup(TopMemoryContext, value) : nullptr;
+    }
+}
+
+void refuse_invalid_settings() {
+    for (std::size_t i = 0; i < std::size(setting_names); ++i)
+        if (raw_settings[i] != nullptr)
+            (void)set_config_option(setting_names[i], raw_settings[i], PGC_POSTMASTER, PGC_S_FILE, GUC_ACTION_SET, true,
+                                    ERROR, false);
+}
+
 void define_gucs() {
+    remember_raw_settings();
     DefineCustomIntVariable("courier.slots", "Number of courier slots (concurrent sessions).",
                             "Each backend that calls courier holds one slot for its session. "
                             "courier-config computes it from the expected concurrency.",
@@ -321,6 +351,7 @@ void define_gucs() {
 #else
     EmitWarningsOnPlaceholders("courier");
 #endif
+    refuse_invalid_settings();
 }
 
 void register_worker() {

@@ -204,7 +204,7 @@ ipc::WaitPolicy call_policy() {
         break;
     case ipc::Status::server_restarted:
         ereport(ERROR, (errcode(ERRCODE_CONNECTION_FAILURE),
-                        errmsg("the courier worker restarted during the call to \"%s\"", current.fn),
+                        errmsg("the courier worker stopped or restarted during the call to \"%s\"", current.fn),
                         errhint("The call may be retried.")));
         break;
     case ipc::Status::corrupt:

@@ -8,9 +8,20 @@
 
 namespace courier::ipc {
 
+/*
+ * The client's call is over when the server epoch changed, or when the
+ * server let go of it (cleared held_by_server): a server that stops while
+ * it waits for room in a full ring gives up mid-message, and only the
+ * client can tell. A server publishes its last frame before it lets go,
+ * so the caller looks at its ring once more before it believes this.
+ */
 Status Endpoint::call_alive() const {
-    if (is_client)
-        return region->server_epoch() == epoch ? Status::ok : Status::server_restarted;
+    if (is_client) {
+        if (region->server_epoch() != epoch)
+            return Status::server_restarted;
+        return (control().state.load(std::memory_order_acquire) & held_by_server) ? Status::ok
+                                                                                    : Status::server_restarted;
+    }
     if (stopping != nullptr && stopping->load(std::memory_order_relaxed))
         return Status::stopping;
     return region->client_gone(index, generation) ? Status::abandoned : Status::ok;
@@ -210,7 +221,10 @@ Status MessageReader::wait_frame() {
         if (r != Status::would_block)
             return r;
         const Status alive = ep_.call_alive();
-        return alive == Status::ok ? Status::would_block : alive;
+        if (alive == Status::ok)
+            return Status::would_block;
+        const Status last_look = ring_.peek(&frame_);  // published before the server let go?
+        return last_look == Status::would_block ? alive : last_look;
     });
 }
 

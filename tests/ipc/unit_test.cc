@@ -436,6 +436,23 @@ TEST(Region, NewServerEpochReleasesSlotsOfDeadCallsAndFailsWaiters) {
     EXPECT_EQ(read_stats(seg.stats()).global[static_cast<int>(GlobalCounter::server_restarts)], 1u);
 }
 
+/* A server that gives up mid-response (it is stopping) and lets go: the client's wait ends. */
+TEST(Region, AClientWaitingOnAServerThatLetGoIsToldNotLeftWaiting) {
+    Pair p(4096);
+    MessageWriter w(p.server, FrameKind::response, unknown_length);
+    /* One frame published (a frame holds at most a quarter of the ring), the next one left open. */
+    ASSERT_EQ(w.write(courier::test::random_bytes(1, 4096 / 4)), Status::ok);
+    std::uint64_t gen = 0;
+    p.seg.region().accept(p.handle.index, p.waker, &gen);
+    p.seg.region().finish_serving(p.handle.index);
+    MessageReader r(p.client);
+    std::span<const std::byte> chunk;
+    bool last = true;
+    ASSERT_EQ(r.next(&chunk, &last), Status::ok);  // what was published before the let-go still arrives
+    EXPECT_FALSE(last);
+    EXPECT_EQ(r.next(&chunk, &last), Status::server_restarted);  // then the end, not a wait until the deadline
+}
+
 /* -------------------------------------------------------------- stats */
 
 TEST(Stats, HistogramBucketsAndSums) {

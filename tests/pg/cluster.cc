@@ -71,7 +71,14 @@ Cluster::Cluster(const std::vector<std::string> &settings, bool preload) {
     }
     if (run_as_server_user("cat " + dir_ + "/courier.conf >> " + dir_ + "/data/postgresql.conf") != 0)
         throw std::runtime_error("cannot write postgresql.conf");
-    running_ = run_as_server_user(bin + "/pg_ctl -D " + dir_ + "/data -l " + dir_ + "/server.log -w -t 60 start >/dev/null") == 0;
+    start();
+}
+
+bool Cluster::start() {
+    if (!running_)
+        running_ = run_as_server_user(std::string(COURIER_PG_BINDIR) + "/pg_ctl -D " + dir_ + "/data -l " + dir_ +
+                                      "/server.log -w -t 60 start >/dev/null") == 0;
+    return running_;
 }
 
 Cluster::~Cluster() {

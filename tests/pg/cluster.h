@@ -62,6 +62,8 @@ public:
     pid_t postmaster_pid() const;
     int port() const { return port_; }
     void stop();
+    /* Starts it again after stop(); true when it runs. */
+    bool start();
 
 private:
     std::string dir_;

@@ -12,6 +12,8 @@
  *   events            the log so far (one event a line), and clears it
  *   misuse            host functions used wrongly; returns "what=code" lines
  *   write_then_fail   writes 100 bytes, then fails with the request
+ *   fail_then_stuck "MS"  fails at once, then stays in handle() for MS ms
+ *                     and logs "stuck over"
  *   fail_nul          fails with a message that holds a NUL
  *   big "N"           writes N bytes in 64 kB pieces; logs the code that
  *                     stopped it ("big rc=K")
@@ -154,6 +156,7 @@ std::string misuse(const courier_call_info *call) {
     std::string out;
     auto note = [&](const char *what, int rc) { out += std::string(what) + "=" + std::to_string(rc) + "\n"; };
     size_t n = 0;
+    note("request_null", call->request == nullptr);
     note("write_null", host->write(call->id, nullptr, 5));
     note("read_null_n", host->read(call->id, nullptr, 0, nullptr));
     note("on_cancel_null", host->on_cancel(call->id, nullptr, nullptr));
@@ -225,6 +228,10 @@ void serve(Probe *p, const courier_call_info *call) {
     } else if (fn == "write_then_fail") {
         host->write(call->id, std::string(100, 'w').data(), 100);
         host->fail(call->id, req.data(), req.size());
+    } else if (fn == "fail_then_stuck") {
+        host->fail(call->id, "failed early", 12);
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::strtol(req.c_str(), nullptr, 10)));
+        p->log("stuck over");
     } else if (fn == "fail_nul") {
         host->fail(call->id, "before\0after", 12);
     } else if (fn == "big") {
