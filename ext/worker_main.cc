@@ -68,6 +68,8 @@ bool guarded(Fn &&fn) {
 
 void log_runtimes() {
     for (const worker::RuntimeReport &r : running->runtimes()) {
+        if (!r.warning.empty())
+            ereport(WARNING, (errmsg("%s", r.warning.c_str())));
         if (r.error.empty())
             ereport(LOG, (errmsg("courier runtime \"%s\" loaded from \"%s\" (ABI v%d, %s mode)", r.name.c_str(),
                                  r.path.c_str(), r.abi, r.driven ? "driven" : "callback")));
@@ -127,8 +129,11 @@ extern "C" void courier_worker_main(Datum) {
         CHECK_FOR_INTERRUPTS();
         if (ConfigReloadPending) {
             ConfigReloadPending = false;
+            const int spin_before = guc_spin_us;
             ProcessConfigFile(PGC_SIGHUP);
             running->set_spin(spin_budget());
+            if (guc_spin_us != spin_before)
+                ereport(LOG, (errmsg("courier worker reloaded: courier.spin_us is now %d", guc_spin_us)));
         }
     }
 

@@ -4,6 +4,7 @@
  *
  *   courier_bench.rtt(transport, size, n) → median_ns, p99_ns, mb_per_s
  *     transport 'courier': courier_call("echo") through the C API;
+ *     'courier:RUNTIME.FN': courier_call("RUNTIME.FN"), an echo of another runtime;
  *     'shm_mq': a pair of shm_mq queues in a DSM segment to an echo in a
  *       dynamic background worker, set up the way test_shm_mq does;
  *     'socket': a Unix-domain socket to an echo in a dynamic background
@@ -294,6 +295,7 @@ courier_bench_rtt(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	bool		nulls[3] = {false, false, false};
 	int			warmup = n / 10 + 1;
+	const char *fn = NULL;
 
 	if (size < 0 || n < 1)
 		ereport(ERROR, (errmsg("size must be >= 0 and n >= 1")));
@@ -307,9 +309,13 @@ courier_bench_rtt(PG_FUNCTION_ARGS)
 		shm_mq_open(&t);
 	else if (strcmp(transport, "socket") == 0)
 		socket_open(&t, size);
-	else if (strcmp(transport, "courier") != 0)
+	else if (strcmp(transport, "courier") == 0)
+		fn = "echo";
+	else if (strncmp(transport, "courier:", 8) == 0)
+		fn = transport + 8;
+	else
 		ereport(ERROR, (errmsg("unknown transport \"%s\"", transport),
-						errhint("Use courier, shm_mq or socket.")));
+						errhint("Use courier, courier:runtime.function, shm_mq or socket.")));
 
 	for (int i = -warmup; i < n; i++)
 	{
@@ -321,7 +327,7 @@ courier_bench_rtt(PG_FUNCTION_ARGS)
 			socket_round_trip(&t, data, size);
 		else
 		{
-			struct varlena *r = courier_call("echo", data, size);
+			struct varlena *r = courier_call(fn, data, size);
 
 			if (VARSIZE(r) - VARHDRSZ != (Size) size)
 				ereport(ERROR, (errmsg("courier echo returned the wrong size")));

@@ -32,6 +32,8 @@ for sessions in ["1", "2", "4", "16", "64"]:
 for name in ["floor", "core_spin", "core_park", "pipe", "socket", "mqueue"]:
     if not data.get("core", {}).get("rtt_64B", {}).get(name, {}).get("median_ns", 0) > 0:
         errors.append(f"core rtt {name} missing")
+if "cpp_v1" not in data.get("runtime_rtt", {}):
+    errors.append("runtime_rtt cpp_v1 missing")
 for label, row in data.get("slow_calls", {}).items():
     if not row.get("one_s", 0) > 0 or not row.get("concurrent_64_s", 0) > 0:
         errors.append(f"slow_calls {label}: {row!r}")

@@ -60,7 +60,7 @@ Cluster::Cluster(const std::vector<std::string> &settings, bool preload) {
         throw std::runtime_error("initdb failed: see " + dir_ + "/initdb.log");
     std::ostringstream conf;
     conf << "port = " << port_ << "\nlisten_addresses = ''\nunix_socket_directories = '" << dir_
-         << "'\nfsync = off\nmax_connections = 40\nlog_min_messages = log\n";
+         << "'\nfsync = off\nmax_connections = 40\n";
     if (preload)
         conf << "shared_preload_libraries = 'courier'\n";
     for (const auto &s : settings)

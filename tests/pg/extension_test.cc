@@ -312,7 +312,7 @@ TEST(CourierCluster, MissingRuntimeIsALogLineAndAClearErrorForEveryCall) {
 }
 
 TEST(CourierCluster, TheObsoleteRuntimeSettingStillWorksWithAWarning) {
-    Cluster cluster({"courier.runtime = 'courier_echo'", "log_min_messages = warning"});
+    Cluster cluster({"courier.runtime = 'courier_echo'"});
     ASSERT_TRUE(cluster.running()) << cluster.log();
     Conn c = cluster.connect();
     ASSERT_TRUE(c.exec("CREATE EXTENSION courier"));

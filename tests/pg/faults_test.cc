@@ -226,7 +226,7 @@ TEST(Faults, OutOfMemoryInTheWorkerFailsOneCallAndMemoryIsGivenBack) {
 /* 9. The largest setting is what a backend can hold, and a message that size goes through. */
 TEST(Faults, MaxMessageSizeIsWhatABackendCanHold) {
     {
-        Cluster too_big({"courier.max_message_size = '1GB'", "log_min_messages = warning"});
+        Cluster too_big({"courier.max_message_size = '1GB'"});
         EXPECT_FALSE(too_big.running());
         EXPECT_NE(too_big.log().find("courier.max_message_size"), std::string::npos) << too_big.log();
     }
@@ -241,7 +241,7 @@ TEST(Faults, MaxMessageSizeIsWhatABackendCanHold) {
 TEST(Faults, ASquattedStatsSegmentDoesNotKeepTheServerDown) {
     if (geteuid() != 0)
         GTEST_SKIP() << "needs root to act as another user";
-    auto cl = started({"log_min_messages = warning"});
+    auto cl = started({});
     cl->stop();
     const std::string path = "/dev/shm/courier-" + std::to_string(cl->port());
     ASSERT_EQ(std::system(("runuser -u nobody -- sh -c 'umask 077; : > " + path + "'").c_str()), 0);

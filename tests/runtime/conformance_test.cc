@@ -18,6 +18,8 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <random>
@@ -55,6 +57,9 @@ std::vector<Setup> setups() {
 }
 
 [[maybe_unused]] void PrintTo(const Setup &s, std::ostream *os) { *os << s.label; }
+
+/* Threads besides the worker's main one that a runtime brings at least (pool, watcher, its own). */
+int threads_min_for(const Setup &) { return 1 + 1; }
 
 std::vector<std::string> settings(const Setup &s) {
     return {"courier.runtimes = '" + s.runtimes + "'", "courier.slots = 80", "max_connections = 100",
@@ -241,6 +246,76 @@ TEST_P(Lifecycle, ServerShutdownWithOpenCallsFailsThemAndStops) {
     EXPECT_NE(cl.log().find("courier worker shutting down"), std::string::npos) << cl.log();
     EXPECT_EQ(cl.log().find("courier runtime not shut down"), std::string::npos) << cl.log();
 }
+
+/*
+ * Runtimes in languages with a runtime of their own (Go, Rust): the
+ * signal rules of runtime.h hold with them loaded, and their extra
+ * function, sha256, agrees with PostgreSQL's.
+ */
+class ForeignRuntime : public Conformance {};
+
+std::vector<Setup> foreign_setups() {
+    std::vector<Setup> s;
+    for (const Setup &setup : setups())
+        if (setup.label == "go" || setup.label == "rust")
+            s.push_back(setup);
+    return s;
+}
+
+TEST_P(ForeignRuntime, Sha256AgreesWithPostgres) {
+    Conn c = cluster().connect();
+    EXPECT_EQ(c.value("SELECT bool_and(" + call("sha256") + "b) = sha256(b)) FROM (SELECT decode(repeat(md5(i::text), i), "
+                      "'hex') b FROM generate_series(0, 200) i) s"),
+              "t");
+}
+
+TEST_P(ForeignRuntime, SignalsStayWithPostgres) {
+    Cluster cl(settings(GetParam()));
+    ASSERT_TRUE(cl.running()) << cl.log();
+    Conn c = cl.connect();
+    ASSERT_TRUE(c.exec("CREATE EXTENSION courier"));
+    EXPECT_EQ(c.value("SELECT convert_from(" + call("echo") + "'loaded'), 'UTF8')"), "loaded");
+    EXPECT_EQ(thread_count(cl.postmaster_pid()), 1) << "the postmaster stays single-threaded";
+    const pid_t worker = std::stoi(c.value("SELECT value FROM courier.stats() WHERE name = 'server_pid'"));
+    /* No thread but the worker's main one may take a signal PostgreSQL sends it. */
+    int threads = 0;
+    for (const auto &task : std::filesystem::directory_iterator("/proc/" + std::to_string(worker) + "/task")) {
+        if (task.path().filename() == std::to_string(worker))
+            continue;
+        std::ifstream f(task.path() / "status");
+        unsigned long long blocked = 0;
+        for (std::string line; std::getline(f, line);)
+            if (line.rfind("SigBlk:", 0) == 0)
+                blocked = std::stoull(line.substr(7), nullptr, 16);
+        for (int sig : {SIGTERM, SIGHUP, SIGINT, SIGUSR1, SIGUSR2, SIGURG, SIGQUIT})
+            EXPECT_TRUE(blocked & (1ull << (sig - 1))) << task.path() << " takes signal " << sig;
+        ++threads;
+    }
+    EXPECT_GT(threads, threads_min_for(GetParam()));
+    EXPECT_EQ(cl.log().find("started threads that take"), std::string::npos) << cl.log();
+    /* SIGHUP reloads; a ProcSignal barrier (DROP DATABASE waits for every process's latch) completes. */
+    ASSERT_TRUE(c.exec("ALTER SYSTEM SET courier.spin_us = 7"));
+    ASSERT_TRUE(c.exec("SELECT pg_reload_conf()"));
+    EXPECT_TRUE(eventually([&] { return cl.log().find("courier.spin_us is now 7") != std::string::npos; }, 10));
+    ASSERT_TRUE(c.exec("SET statement_timeout = '20s'"));
+    std::string error;
+    EXPECT_TRUE(c.exec("CREATE DATABASE barrier_test", &error)) << error;
+    EXPECT_TRUE(c.exec("DROP DATABASE barrier_test", &error)) << error;
+    /* SIGTERM stops it, again and again, and it comes back each time. */
+    for (int i = 0; i < 3; ++i) {
+        const pid_t before = std::stoi(c.value("SELECT value FROM courier.stats() WHERE name = 'server_pid'"));
+        ASSERT_EQ(kill(before, SIGTERM), 0);
+        EXPECT_TRUE(eventually([&] {
+            return std::stoi(c.value("SELECT value FROM courier.stats() WHERE name = 'server_pid'")) != before &&
+                   c.value("SELECT value FROM courier.stats() WHERE name = 'server_up'") == "1";
+        }, 15)) << "SIGTERM " << i << "\n" << cl.log();
+    }
+    EXPECT_EQ(c.value("SELECT convert_from(" + call("echo") + "'still'), 'UTF8')"), "still");
+}
+
+INSTANTIATE_TEST_SUITE_P(Runtimes, ForeignRuntime, ::testing::ValuesIn(foreign_setups()),
+                         [](const auto &info) { return info.param.label; });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(ForeignRuntime);
 
 INSTANTIATE_TEST_SUITE_P(Runtimes, Conformance, ::testing::ValuesIn(setups()),
                          [](const auto &info) { return info.param.label; });

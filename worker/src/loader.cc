@@ -7,12 +7,18 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+
 #include "courier/worker/worker.h"
 
 namespace courier::worker {
 namespace {
 
-/* init() with every signal blocked: threads it starts inherit the mask. */
+/* fn() with every signal blocked: threads it starts inherit the mask. */
 template <typename Fn>
 const char *with_signals_blocked(Fn &&fn) {
     sigset_t all, old;
@@ -81,8 +87,50 @@ std::string resolve_runtime_path(const std::string &library, const std::string &
     return libdir + "/" + library + (has_suffix ? "" : ".so");
 }
 
+/* This process's threads (Linux: /proc/self/task). */
+std::set<long> threads_now() {
+    std::set<long> ids;
+    std::error_code ec;
+    for (const auto &task : std::filesystem::directory_iterator("/proc/self/task", ec))
+        ids.insert(std::strtol(task.path().filename().c_str(), nullptr, 10));
+    return ids;
+}
+
+/*
+ * The signals PostgreSQL sends the worker (shutdown, reload, ProcSignal,
+ * latch wakeups) must reach its main thread only. A thread that takes one
+ * of them can swallow it: a Go runtime with asynchronous preemption keeps
+ * SIGURG — the latches' signal — unblocked on its threads and ignores a
+ * SIGURG it did not send. Returns what the runtime's new threads take.
+ */
+std::string threads_taking_signals(const std::set<long> &before) {
+    static constexpr std::pair<int, const char *> postgres_signals[] = {
+        {SIGTERM, "SIGTERM"}, {SIGHUP, "SIGHUP"}, {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"},
+        {SIGUSR1, "SIGUSR1"}, {SIGUSR2, "SIGUSR2"}, {SIGURG, "SIGURG"}};
+    std::string found;
+    for (long tid : threads_now()) {
+        if (before.count(tid) != 0)
+            continue;
+        std::ifstream status("/proc/self/task/" + std::to_string(tid) + "/status");
+        unsigned long long blocked = ~0ull;
+        for (std::string line; std::getline(status, line);)
+            if (line.rfind("SigBlk:", 0) == 0)
+                blocked = std::strtoull(line.c_str() + 7, nullptr, 16);
+        for (const auto &[sig, name] : postgres_signals)
+            if (!(blocked & (1ull << (sig - 1))) && found.find(name) == std::string::npos)
+                found += std::string(found.empty() ? "" : ", ") + name;
+    }
+    return found;
+}
+
 void load_runtime(LoadedRuntime *rt, const InitContext &context) {
-    void *dl = dlopen(rt->path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    const std::set<long> before = threads_now();
+    /* Blocked for dlopen too: a library may start threads as it loads (Go's runtime does). */
+    void *dl = nullptr;
+    with_signals_blocked([&] {
+        dl = dlopen(rt->path.c_str(), RTLD_NOW | RTLD_LOCAL);
+        return nullptr;
+    });
     if (dl == nullptr) {
         const char *why = dlerror();
         rt->error = "could not load courier runtime \"" + rt->path + "\": " + (why ? why : "unknown error");
@@ -91,6 +139,10 @@ void load_runtime(LoadedRuntime *rt, const InitContext &context) {
     /* The library stays open for the life of the process: its threads may outlive a failed init. */
     if (!find_v2(rt, dl, context))
         find_v1(rt, dl, context);
+    if (const std::string taken = threads_taking_signals(before); !taken.empty())
+        rt->warning = "courier runtime \"" + rt->path + "\" started threads that take " + taken +
+                      ", which PostgreSQL sends the worker's main thread: shutdown, reloads or latch wakeups may be "
+                      "lost (a Go runtime: build with -ldflags=-X=runtime.godebugDefault=asyncpreemptoff=1)";
 }
 
 }  // namespace courier::worker

@@ -3,8 +3,11 @@
  *
  * load() runs on the worker's main thread: dlopen() the library, find the
  * newest entry point it exports (courier_runtime_v2, else _v1), check the
- * ABI, then init() it with every signal blocked so that the threads the
- * runtime starts there never take PostgreSQL's signals. Any failure is kept
+ * ABI, then init() it — dlopen and init with every signal blocked, so that
+ * the threads the runtime starts (as it loads, or in init) never take
+ * PostgreSQL's signals. A runtime can still unblock them on its threads
+ * (Go's runtime unblocks SIGURG, the latches' signal, unless built to
+ * leave it): the loader looks at every new thread's mask and warns. Any failure is kept
  * as a message that names the library and what to do; the worker logs it
  * and answers every call of that runtime with it, so callers never hang on
  * a runtime that is not there.
@@ -20,7 +23,8 @@ namespace courier::worker {
 struct LoadedRuntime {
     std::string name;
     std::string path;
-    std::string error;  // why it is not loaded
+    std::string error;    // why it is not loaded
+    std::string warning;  // loaded, but something the host should hear about
     const courier_runtime *v1 = nullptr;
     const courier_runtime2 *v2 = nullptr;
     void *state = nullptr;

@@ -72,7 +72,7 @@ std::uint64_t Worker::start() {
         load_runtime(&rt, context);
         if (w.region.stats().valid())
             w.region.stats().set_runtime_state(r, rt.loaded() ? ipc::RuntimeState::loaded : ipc::RuntimeState::failed);
-        w.reports.push_back(RuntimeReport{rt.name, rt.path, rt.error, rt.abi(), rt.driven()});
+        w.reports.push_back(RuntimeReport{rt.name, rt.path, rt.error, rt.warning, rt.abi(), rt.driven()});
     }
     for (std::uint32_t r = 0; r < count; ++r) {
         if (w.runtimes[r].driven()) {

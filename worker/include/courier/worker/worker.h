@@ -53,8 +53,9 @@ struct Config {
 struct RuntimeReport {
     std::string name;
     std::string path;
-    std::string error;  // empty when loaded
-    int abi = 0;        // 1 or 2; 0 when not loaded
+    std::string error;    // empty when loaded
+    std::string warning;  // e.g. threads that take the host's signals
+    int abi = 0;          // 1 or 2; 0 when not loaded
     bool driven = false;
 };
 

@@ -1,0 +1,3 @@
+module courier.example/goecho
+
+go 1.22
