@@ -43,6 +43,10 @@ extern "C" {
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+#if PG_VERSION_NUM < 150000
+#error "courier needs PostgreSQL 15 or later (shmem_request_hook, MarkGUCPrefixReserved)"
+#endif
+
 PG_MODULE_MAGIC;
 
 PGDLLEXPORT void _PG_init(void);
@@ -71,9 +75,7 @@ std::size_t stats_size = 0;
 char stats_name[64];
 bool stats_cleanup_registered = false;
 shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
-#if PG_VERSION_NUM >= 150000
 shmem_request_hook_type prev_shmem_request_hook = nullptr;
-#endif
 
 std::vector<worker::RuntimeSpec> runtimes;
 std::string runtime_list;
@@ -249,13 +251,11 @@ ipc::StatsView create_stats_segment(std::uint32_t slots) {
     return ipc::StatsView::create(stats_base, stats_size, slots);
 }
 
-#if PG_VERSION_NUM >= 150000
 void shmem_request() {
     if (prev_shmem_request_hook)
         prev_shmem_request_hook();
     RequestAddinShmemSpace(layout_or_fatal().request_size);
 }
-#endif
 
 void shmem_startup() {
     if (prev_shmem_startup_hook)
@@ -346,11 +346,7 @@ void define_gucs() {
                             &guc_slot_wait_timeout_ms, 5000, 0, INT_MAX, PGC_USERSET, GUC_UNIT_MS,
                             nullptr, nullptr, nullptr);
     courier_session_init();  // defines courier.enabled with its assign hook
-#if PG_VERSION_NUM >= 150000
     MarkGUCPrefixReserved("courier");
-#else
-    EmitWarningsOnPlaceholders("courier");
-#endif
     refuse_invalid_settings();
 }
 
@@ -394,12 +390,8 @@ extern "C" void _PG_init(void) {
     define_gucs();
     load_runtime_list();
     layout_or_fatal();  // refuse bad settings before the postmaster allocates anything
-#if PG_VERSION_NUM >= 150000
     prev_shmem_request_hook = shmem_request_hook;
     shmem_request_hook = shmem_request;
-#else
-    RequestAddinShmemSpace(layout_or_fatal().request_size);
-#endif
     prev_shmem_startup_hook = shmem_startup_hook;
     shmem_startup_hook = shmem_startup;
     register_worker();

@@ -22,6 +22,12 @@ namespace {
 
 bool running_as_root() { return geteuid() == 0; }
 
+/* The server's bin directory: COURIER_PG_BINDIR from the environment (another major), else the build's. */
+std::string bin_dir() {
+    const char *env = std::getenv("COURIER_PG_BINDIR");
+    return env != nullptr && env[0] != '\0' ? env : COURIER_PG_BINDIR;
+}
+
 int free_port() {
     const int fd = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
@@ -54,7 +60,7 @@ Cluster::Cluster(const std::vector<std::string> &settings, bool preload) {
     if (running_as_root() && std::system(("chown postgres " + dir_).c_str()) != 0)
         throw std::runtime_error("cannot chown the cluster directory to postgres");
     port_ = free_port();
-    const std::string bin = COURIER_PG_BINDIR;
+    const std::string bin = bin_dir();
     if (run_as_server_user(bin + "/initdb -D " + dir_ + "/data -A trust -U postgres --no-sync >" + dir_ +
                            "/initdb.log 2>&1") != 0)
         throw std::runtime_error("initdb failed: see " + dir_ + "/initdb.log");
@@ -76,7 +82,7 @@ Cluster::Cluster(const std::vector<std::string> &settings, bool preload) {
 
 bool Cluster::start() {
     if (!running_)
-        running_ = run_as_server_user(std::string(COURIER_PG_BINDIR) + "/pg_ctl -D " + dir_ + "/data -l " + dir_ +
+        running_ = run_as_server_user(bin_dir() + "/pg_ctl -D " + dir_ + "/data -l " + dir_ +
                                       "/server.log -w -t 60 start >/dev/null") == 0;
     return running_;
 }
@@ -90,7 +96,7 @@ Cluster::~Cluster() {
 void Cluster::stop() {
     if (!running_)
         return;
-    run_as_server_user(std::string(COURIER_PG_BINDIR) + "/pg_ctl -D " + dir_ + "/data -m fast -w stop >/dev/null 2>&1");
+    run_as_server_user(bin_dir() + "/pg_ctl -D " + dir_ + "/data -m fast -w stop >/dev/null 2>&1");
     running_ = false;
 }
 

@@ -4,7 +4,9 @@
  * initdb in a fresh directory under /tmp, a free port, the socket in that
  * directory (no TCP), courier preloaded unless asked otherwise, started with
  * pg_ctl. When the tests run as root the server runs as the `postgres`
- * user (PostgreSQL refuses root). Clients talk to it through libpq.
+ * user (PostgreSQL refuses root). Clients talk to it through libpq. The
+ * server is the build's, or another major's when COURIER_PG_BINDIR names
+ * its bin directory (scripts/pg-majors).
  */
 #pragma once
 
