@@ -4,7 +4,7 @@
 class Courier < Formula
   desc "Call a multi-threaded runtime in a PostgreSQL background worker over shared memory"
   homepage "https://courier.invalid"
-  url "https://courier.invalid/releases/courier-0.1.0.tar.gz"
+  url "https://courier.invalid/releases/courier-0.2.0.tar.gz"
   sha256 "0000000000000000000000000000000000000000000000000000000000000000"
   license "PostgreSQL"
 

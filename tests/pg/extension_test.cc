@@ -354,3 +354,22 @@ TEST(CourierCluster, StatsSegmentIsRemovedAtShutdown) {
     struct stat st{};
     EXPECT_NE(stat(seg.c_str(), &st), 0) << seg << " is still there";
 }
+
+/* Every released version updates to this one, and the SQL API and the counters work after it. */
+TEST(CourierCluster, ReleasedVersionsUpdateToThisOne) {
+    Cluster cluster;
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn c = cluster.connect();
+    ASSERT_TRUE(c.exec("CREATE EXTENSION courier VERSION '0.1.0'"));
+    EXPECT_EQ(c.value("SELECT convert_from(courier.echo('old'), 'UTF8')"), "old");
+    std::string error;
+    ASSERT_TRUE(c.exec("ALTER EXTENSION courier UPDATE", &error)) << error;
+    EXPECT_EQ(c.value("SELECT extversion FROM pg_extension WHERE extname = 'courier'"),
+              c.value("SELECT default_version FROM pg_available_extensions WHERE name = 'courier'"));
+    EXPECT_NE(c.value("SELECT extversion FROM pg_extension WHERE extname = 'courier'"), "0.1.0");
+    EXPECT_EQ(c.value("SELECT convert_from(courier.call('sleep', '1'), 'UTF8')"), "1");
+    EXPECT_EQ(c.value("SELECT value FROM courier.stats() WHERE name = 'calls'"), "2");
+    EXPECT_EQ(c.value("SELECT value FROM courier.stats() WHERE name = 'runtime.courier_echo.calls'"), "2");
+    EXPECT_EQ(c.value("SELECT count(*) FROM courier.slots() WHERE state = 'leased'"), "1");
+    EXPECT_NE(c.value("SELECT obj_description('courier.slots()'::regprocedure)").find("serving"), std::string::npos);
+}
