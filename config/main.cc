@@ -46,16 +46,51 @@ struct Args {
     bool have_preload = false, yes = false, dry_run = false;
 };
 
+/* The whole help; the manual page is made from it (help2man), so it is said once. */
+constexpr const char *help_text =
+    "Usage: courier-config COMMAND CONFIG.yaml [OPTION]...\n"
+    "Size courier for a PostgreSQL cluster from a YAML description of its load, and\n"
+    "write or check the postgresql.conf settings.\n"
+    "\n"
+    "Commands:\n"
+    "  generate     print the commented postgresql.conf snippet (--out FILE writes it)\n"
+    "  explain      show every computed value, its inputs and its rule\n"
+    "  check        compare a running server (--dsn) with the recommendation\n"
+    "  install      write conf.d/50-courier.conf of a cluster (a restart applies it)\n"
+    "\n"
+    "Options:\n"
+    "  --cluster VERSION/NAME  a Debian cluster: /etc/postgresql/VERSION/NAME (as 15/main)\n"
+    "  --conf-dir DIR          the directory that holds postgresql.conf\n"
+    "  --pgdata DIR            a data directory that holds postgresql.conf\n"
+    "  --dsn DSN               read settings from, or check, a running server\n"
+    "  --preload LIST          the current shared_preload_libraries, instead of reading it\n"
+    "  --out FILE              generate: write the snippet to FILE\n"
+    "  --yes                   install: add include_dir = 'conf.d' to postgresql.conf if it\n"
+    "                          lacks it (backed up first)\n"
+    "  --dry-run               install: show what would be written, write nothing\n"
+    "  --help                  display this help and exit\n"
+    "  --version               output version information and exit\n"
+    "\n"
+    "The YAML fields: sessions (calls at once: a count, or N% of max_connections),\n"
+    "typical_message_size, largest_message_size, memory_budget (sizes as 64kB, 16MB),\n"
+    "and optionally max_connections (a number, or 'server' to read it), worker_threads\n"
+    "(a number or 'auto'), latency_policy (latency, balanced or efficiency) and\n"
+    "postgres_version (15 to 18). Examples are in /usr/share/courier/examples/.\n"
+    "\n"
+    "Libraries already in shared_preload_libraries are kept, in order. Files are\n"
+    "written to a new temporary file in the same directory with the owner and mode\n"
+    "of the file they replace, then renamed; nothing is written on an error.\n"
+    "\n"
+    "Exit status: 0 done (check: the server agrees); 1 check found a difference, or\n"
+    "install needs --yes; 2 bad input or usage.\n"
+    "\n"
+    "Examples:\n"
+    "  courier-config install /usr/share/courier/examples/small.yaml --cluster 15/main --yes\n"
+    "  sudo pg_ctlcluster 15 main restart\n"
+    "  courier-config check my-load.yaml --dsn 'dbname=postgres'\n";
+
 [[noreturn]] void usage(const std::string &why) {
-    std::cerr << "courier-config: " << why << "\n"
-              << "usage: courier-config generate|explain|check|install CONFIG.yaml [options]\n"
-              << "  generate   print the postgresql.conf snippet (--out FILE writes it)\n"
-              << "  explain    show every computed value, its inputs and its rule\n"
-              << "  check      compare a running server (--dsn) with the recommendation\n"
-              << "  install    write conf.d/50-courier.conf (--cluster 15/main or --conf-dir DIR)\n"
-              << "options: --pgdata DIR  --cluster VERSION/NAME  --conf-dir DIR  --dsn DSN  --preload LIST\n"
-              << "         --out FILE  --yes  --dry-run  --version  --help\n"
-              << "The YAML fields are described in config/README.md.\n";
+    std::cerr << "courier-config: " << why << "\nTry 'courier-config --help' for more information.\n";
     std::exit(2);
 }
 
@@ -70,7 +105,8 @@ Args parse_args(int argc, char **argv) {
             return argv[++i];
         };
         if (s == "--help" || s == "-h") {
-            usage("help");
+            std::cout << help_text;
+            std::exit(0);
         } else if (s == "--version") {
             std::cout << "courier-config " << COURIER_VERSION << "\n";
             std::exit(0);

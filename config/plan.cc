@@ -217,7 +217,7 @@ Workload load_workload_unchecked(const std::string &text, const std::string &fil
         }
         have[it - known_fields.begin()] = true;
         if (key == "postgres_version") {
-            w.postgres_version = static_cast<int>(integer(file, v, key, 13, 17));
+            w.postgres_version = static_cast<int>(integer(file, v, key, 15, 18));
         } else if (key == "max_connections") {
             if (v.IsScalar() && v.Scalar() == "server")
                 w.max_connections.reset();
