@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <iostream>
 
 #include "courier/ipc/stats.h"
@@ -87,6 +88,27 @@ std::uint64_t global(const ipc::StatsSnapshot &s, ipc::GlobalCounter c) {
     return s.global[static_cast<std::size_t>(c)];
 }
 
+/* Seconds since the worker's heartbeat; a large number when it never wrote one. */
+double heartbeat_age(const ipc::StatsSnapshot &s) {
+    const auto now = std::chrono::steady_clock::now().time_since_epoch();
+    const double now_s = std::chrono::duration<double>(now).count();
+    return s.heartbeat_ns == 0 ? now_s : now_s - static_cast<double>(s.heartbeat_ns) / 1e9;
+}
+
+/* A worker process that is stopped (SIGSTOP, a debugger) or a zombie serves no call. */
+bool stopped(std::uint64_t pid) {
+    if (pid == 0)
+        return false;
+    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat;
+    std::getline(f, stat);
+    const auto paren = stat.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= stat.size())
+        return false;  // gone, or not readable: the heartbeat decides
+    const char state = stat[paren + 2];
+    return state == 'T' || state == 't' || state == 'Z';
+}
+
 }  // namespace
 
 void StatsCollector::note(const std::string &why) const {
@@ -122,7 +144,12 @@ std::vector<MetricFamily> StatsCollector::Collect() const {
             add(out.back(), static_cast<double>(s.client[static_cast<std::size_t>(c)]), side("backend"));
             add(out.back(), static_cast<double>(s.server[static_cast<std::size_t>(c)]), side("worker"));
         };
-        gauge("courier_worker_up", "1 while courier's background worker runs", s.server_up ? 1 : 0);
+        const double age = heartbeat_age(s);
+        gauge("courier_worker_running", "1 while courier's background worker process runs", s.server_up ? 1 : 0);
+        gauge("courier_worker_up", "1 while courier's background worker runs and is not stopped or hung",
+              s.server_up && age < ipc::heartbeat_stale.count() && !stopped(s.server_pid) ? 1 : 0);
+        gauge("courier_worker_heartbeat_age_seconds",
+              "Seconds since the worker's main loop last wrote its heartbeat (every 5 s while it runs)", age);
         gauge("courier_worker_epoch", "Epoch (generation) of the running courier worker", static_cast<double>(s.server_epoch));
         counter("courier_worker_restarts_total", "Times the courier worker started again",
                 static_cast<double>(global(s, ipc::GlobalCounter::server_restarts)));
@@ -195,7 +222,8 @@ std::vector<MetricFamily> StatsCollector::Collect() const {
         h.metric.push_back(std::move(m));
         out.push_back(std::move(h));
     } else {
-        out.push_back(family("courier_worker_up", "1 while courier's background worker runs", MetricType::Gauge));
+        out.push_back(family("courier_worker_up", "1 while courier's background worker runs and is not stopped or hung",
+                             MetricType::Gauge));
         add(out.back(), 0);
     }
     out.push_back(family("courier_exporter_scrape_duration_seconds", "Time this scrape took to read courier's statistics",

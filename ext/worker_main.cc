@@ -10,7 +10,9 @@
  *      threads that take calls — every one with all signals blocked, so
  *      SIGURG (latches), SIGTERM and SIGHUP keep arriving on this thread;
  *   3. sleeps on its latch, handling only reloads, shutdown and postmaster
- *      death: it is not on the path of a call.
+ *      death: it is not on the path of a call. It wakes every
+ *      ipc::heartbeat_interval to write a heartbeat into the stats segment,
+ *      by which the exporter tells a hung worker from an idle one.
  *
  * On SIGTERM the Worker stops in order (runtime.h: cancel, a grace period
  * of a second, then shutdown only when no thread can still be inside the
@@ -45,6 +47,13 @@ namespace {
 LatchWaker waker;
 std::optional<worker::Worker> running;
 char failure[512];
+
+/* The exporter calls the worker hung when this stops moving (a stopped or stuck main loop). */
+void beat(ipc::StatsHeader &stats) {
+    const auto now = std::chrono::steady_clock::now().time_since_epoch();
+    stats.heartbeat_ns.store(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count()),
+                             std::memory_order_relaxed);
+}
 
 /* Whatever way the worker exits (SIGTERM, ERROR, FATAL), it is down. */
 void mark_down(int, Datum) {
@@ -123,8 +132,10 @@ extern "C" void courier_worker_main(Datum) {
     ereport(LOG, (errmsg("courier worker started: %zu runtime(s), %d threads each, epoch %llu",
                          runtime_specs().size(), guc_worker_threads, static_cast<unsigned long long>(epoch))));
 
+    const long heartbeat_ms = std::chrono::milliseconds(ipc::heartbeat_interval).count();
     while (!ShutdownRequestPending) {
-        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1, PG_WAIT_EXTENSION);
+        beat(stats);
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, heartbeat_ms, PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
         CHECK_FOR_INTERRUPTS();
         if (ConfigReloadPending) {

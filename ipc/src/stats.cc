@@ -120,6 +120,7 @@ StatsSnapshot read_stats(const StatsView &view) {
     snap.slots_in_use = h.slots_in_use.load(std::memory_order_relaxed);
     snap.server_epoch = h.server_epoch.load(std::memory_order_relaxed);
     snap.server_pid = h.server_pid.load(std::memory_order_relaxed);
+    snap.heartbeat_ns = h.heartbeat_ns.load(std::memory_order_relaxed);
     snap.runtimes.resize(std::min<std::uint32_t>(h.runtimes, max_runtimes));
     for (std::size_t r = 0; r < snap.runtimes.size(); ++r) {
         snap.runtimes[r].name.assign(h.runtime[r].name, strnlen(h.runtime[r].name, runtime_name_bytes));

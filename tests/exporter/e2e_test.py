@@ -7,6 +7,7 @@ PostgreSQL being restarted. Usage: e2e_test.py BUILD_DIR"""
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -118,6 +119,12 @@ def main():
         pid = int(subprocess.run(psql + ["SELECT value FROM courier.stats() WHERE name = 'server_pid'"], text=True,
                                  capture_output=True).stdout.strip() or 0)
         check(pid > 0, "worker pid known")
+        # A stopped worker (SIGSTOP) runs but serves nothing: down, not up, until it continues.
+        os.kill(pid, signal.SIGSTOP)
+        check(eventually(lambda: "\ncourier_worker_up 0\n" in get(metrics) and
+                         "\ncourier_worker_running 1\n" in get(metrics), 5), "a stopped worker is reported down")
+        os.kill(pid, signal.SIGCONT)
+        check(eventually(lambda: "\ncourier_worker_up 1\n" in get(metrics), 5), "and up again once it continues")
         os.kill(pid, 9)
         check(eventually(lambda: get(metrics) is not None, 5), "exporter keeps serving while PostgreSQL restarts")
         check(eventually(lambda: "\ncourier_worker_up 1\n" in get(metrics) and

@@ -101,6 +101,12 @@ std::string http_get(int port, const std::string &path, const std::string &auth 
     return out;
 }
 
+std::uint64_t now_ns() {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::steady_clock::now().time_since_epoch())
+                                          .count());
+}
+
 }  // namespace
 
 TEST(Exporter, ServesTheSegmentsCountersWithLabelsAndBaseUnits) {
@@ -108,6 +114,7 @@ TEST(Exporter, ServesTheSegmentsCountersWithLabelsAndBaseUnits) {
     FakeSegment seg(port, 4);
     ipc::StatsView &v = seg.view();
     v.header().server_up.store(1);
+    v.header().heartbeat_ns.store(now_ns());
     v.header().server_epoch.store(3);
     v.header().slots_in_use.store(2);
     v.add(ipc::GlobalCounter::server_restarts, 2);
@@ -247,6 +254,20 @@ TEST(Exporter, BasicAuthRefusesToStartIncompleteOrUnsafe) {
     }
     for (const std::string &f : {good, open_file, empty})
         std::remove(f.c_str());
+}
+
+/* A worker whose main loop stopped writing its heartbeat runs, but is not up. */
+TEST(Exporter, AWorkerWithAStaleHeartbeatIsReportedHung) {
+    const int port = 64500 + getpid() % 400;
+    FakeSegment seg(port, 2);
+    seg.view().header().server_up.store(1);
+    exporter::StatsCollector c(ipc::stats_segment_name(port), geteuid());
+    seg.view().header().heartbeat_ns.store(now_ns());
+    EXPECT_TRUE(has_line(scrape(c), "courier_worker_up 1"));
+    seg.view().header().heartbeat_ns.store(now_ns() - 60'000'000'000ull);  // a minute ago
+    const std::string text = scrape(c);
+    EXPECT_TRUE(has_line(text, "courier_worker_running 1")) << text;
+    EXPECT_TRUE(has_line(text, "courier_worker_up 0")) << text;
 }
 
 /* A segment that another local user made under the cluster's name is not trusted. */

@@ -373,3 +373,58 @@ TEST(CourierCluster, ReleasedVersionsUpdateToThisOne) {
     EXPECT_EQ(c.value("SELECT count(*) FROM courier.slots() WHERE state = 'leased'"), "1");
     EXPECT_NE(c.value("SELECT obj_description('courier.slots()'::regprocedure)").find("serving"), std::string::npos);
 }
+
+/* Every way a call can end early leaves the call counters and the latency histogram right. */
+TEST(CourierCluster, EveryEarlyReturnKeepsTheMetricsRight) {
+    Cluster cluster({"courier.max_message_size = '1MB'", "courier.slots = 2", "courier.slot_wait_timeout = 200"});
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn c = cluster.connect();
+    ASSERT_TRUE(c.exec("CREATE EXTENSION courier"));
+    auto stat = [&](const std::string &name) { return std::stoll(c.value("SELECT value FROM courier.stats() WHERE name = '" + name + "'")); };
+    struct Counts {
+        long long calls, errors, latency_ns;
+    };
+    auto now = [&] { return Counts{stat("calls"), stat("call_errors"), stat("call_latency_sum_ns")}; };
+    std::string error;
+    /* Refused as too large before anything is sent: a failed call, of no time at all. */
+    Counts before = now();
+    EXPECT_FALSE(c.bytea("SELECT courier.echo($1)", std::string(2 << 20, 'x'), &error));
+    Counts after = now();
+    EXPECT_EQ(after.calls - before.calls, 1);
+    EXPECT_EQ(after.errors - before.errors, 1);
+    EXPECT_LT(after.latency_ns - before.latency_ns, 1'000'000'000) << "a refused call recorded a long duration";
+    /* Refused before a call exists: no call recorded. */
+    for (const std::string sql : {"SELECT courier.call('nope.fn', '')", "SELECT courier.call('', '')",
+                                  "SELECT courier.call(repeat('f', 300), '')"}) {
+        before = now();
+        EXPECT_FALSE(c.exec(sql, &error)) << sql;
+        after = now();
+        EXPECT_EQ(after.calls, before.calls) << sql;
+        EXPECT_EQ(after.latency_ns, before.latency_ns) << sql;
+    }
+    /* A disabled session, and a session that finds no free slot: no call, a slot-wait timeout counted. */
+    ASSERT_TRUE(c.exec("SET courier.enabled = off"));
+    before = now();
+    EXPECT_FALSE(c.exec("SELECT courier.echo('x')", &error));
+    EXPECT_EQ(now().calls, before.calls);
+    ASSERT_TRUE(c.exec("SET courier.enabled = on"));
+    Conn a = cluster.connect(), b = cluster.connect();
+    a.value("SELECT courier.echo('hold')");
+    b.value("SELECT courier.echo('hold')");
+    const long long waits = stat("slot_wait_timeouts");
+    before = now();
+    Conn third = cluster.connect();
+    EXPECT_FALSE(third.exec("SELECT courier.echo('x')", &error));
+    EXPECT_NE(error.find("all 2 courier slots are in use"), std::string::npos) << error;
+    EXPECT_EQ(now().calls, before.calls);
+    EXPECT_EQ(stat("slot_wait_timeouts"), waits + 1);
+    /* Cancelled by statement_timeout mid-call: a failed call of about that long. */
+    ASSERT_TRUE(a.exec("SET statement_timeout = 300"));
+    before = now();
+    EXPECT_FALSE(a.exec("SELECT courier.call('sleep', '60000')", &error));
+    after = now();
+    EXPECT_EQ(after.calls - before.calls, 1);
+    EXPECT_EQ(after.errors - before.errors, 1);
+    EXPECT_GE(after.latency_ns - before.latency_ns, 300'000'000);
+    EXPECT_LT(after.latency_ns - before.latency_ns, 60'000'000'000);
+}

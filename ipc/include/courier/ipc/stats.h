@@ -27,6 +27,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -133,6 +134,9 @@ struct alignas(64) StatsHeader {
     std::atomic<std::uint32_t> slots_in_use;
     std::atomic<std::uint64_t> server_epoch;
     std::atomic<std::uint64_t> server_pid;
+    /* steady_clock (CLOCK_MONOTONIC, one clock for every process) in ns,
+     * written by the serving process's main loop at least every heartbeat_interval. */
+    std::atomic<std::uint64_t> heartbeat_ns;
     std::uint32_t runtimes;
     RuntimeInfo runtime[max_runtimes];
 };
@@ -140,6 +144,10 @@ struct alignas(64) StatsHeader {
 struct alignas(64) GlobalCounters {
     std::atomic<std::uint64_t> value[global_counter_count];
 };
+
+/* How often the serving process proves it is alive; a reader calls it hung after three missed. */
+inline constexpr std::chrono::seconds heartbeat_interval{5};
+inline constexpr std::chrono::seconds heartbeat_stale = 3 * heartbeat_interval;
 
 /* Single-writer increment (see above). A null pointer counts nothing. */
 inline void bump(SideCounters *c, Counter which, std::uint64_t n = 1) {
@@ -197,6 +205,7 @@ struct StatsSnapshot {
     std::uint64_t slots_in_use = 0;
     std::uint64_t server_epoch = 0;
     std::uint64_t server_pid = 0;
+    std::uint64_t heartbeat_ns = 0;
     std::array<std::uint64_t, side_counter_count> client{};
     std::array<std::uint64_t, side_counter_count> server{};
     std::array<std::uint64_t, global_counter_count> global{};
