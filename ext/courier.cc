@@ -36,6 +36,7 @@ extern "C" {
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/bgworker_internals.h"
 #include "postmaster/postmaster.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -162,6 +163,17 @@ void load_runtime_list() {
     }
     if (const char *why = parse_runtimes(value, &runtimes))
         ereport(FATAL, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("invalid courier.runtimes: %s", why)));
+    /* A library that is not there is a typo: refuse to start rather than fail every call later. */
+    for (const auto &r : runtimes) {
+        const std::string path = worker::resolve_runtime_path(r.library, pkglib_path);
+        if (access(path.c_str(), R_OK) != 0)
+            ereport(FATAL, (errcode(ERRCODE_UNDEFINED_FILE),
+                            errmsg("courier runtime \"%s\": cannot read library \"%s\": %m", r.name.c_str(),
+                                   path.c_str()),
+                            errhint("courier.runtimes names libraries in %s (installed runtimes: courier_echo, "
+                                    "courier_echo_async, courier_echo_driven), or absolute paths.",
+                                    pkglib_path)));
+    }
     for (const auto &r : runtimes)
         runtime_list += (runtime_list.empty() ? "" : ", ") + r.name;
 }
@@ -361,6 +373,18 @@ void register_worker() {
     snprintf(w.bgw_library_name, BGW_MAXLEN, "courier");
     snprintf(w.bgw_function_name, BGW_MAXLEN, "courier_worker_main");
     RegisterBackgroundWorker(&w);
+    /* PostgreSQL's own message when max_worker_processes is used up does not say whose worker it is. */
+    for (const slist_node *n = BackgroundWorkerList.head.next; n != nullptr; n = n->next) {  // slist_foreach is C-only
+        const auto *rw = reinterpret_cast<const RegisteredBgWorker *>(reinterpret_cast<const char *>(n) -
+                                                                      offsetof(RegisteredBgWorker, rw_lnode));
+        if (strcmp(rw->rw_worker.bgw_library_name, "courier") == 0)
+            return;
+    }
+    ereport(WARNING, (errmsg("courier could not register its background worker: max_worker_processes (%d) is used up",
+                             max_worker_processes),
+                      errdetail("Every courier call will fail with \"the courier worker has not started\"."),
+                      errhint("Raise max_worker_processes by one and restart the server "
+                              "(courier-config generate includes it).")));
 }
 
 }  // namespace
@@ -385,8 +409,8 @@ extern "C" void _PG_init(void) {
     if (!process_shared_preload_libraries_in_progress)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                         errmsg("courier must be loaded via shared_preload_libraries"),
-                        errhint("Add 'courier' to shared_preload_libraries in postgresql.conf and restart "
-                                "the server (courier-config install does both).")));
+                        errhint("Add 'courier' to shared_preload_libraries (courier-config install writes it, "
+                                "with the sizes) and restart the server.")));
     define_gucs();
     load_runtime_list();
     layout_or_fatal();  // refuse bad settings before the postmaster allocates anything

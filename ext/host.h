@@ -19,6 +19,24 @@
 
 extern "C" {
 #include "postgres.h"
+
+#include "courier/courier.h"
+
+/*
+ * The C API (courier/courier.h), exported: extensions built with this
+ * version's header reach it through courier_api_v2(); ones built with
+ * 0.1.0's call these symbols directly, so they stay.
+ */
+PGDLLEXPORT void courier_open_session(void);
+PGDLLEXPORT struct varlena *courier_call(const char *fn, const void *data, size_t len);
+PGDLLEXPORT struct varlena *courier_call_runtime(const char *runtime, const char *fn, const void *data, size_t len);
+PGDLLEXPORT CourierCall *courier_call_begin(const char *fn, int64_t total_len);
+PGDLLEXPORT CourierCall *courier_call_begin_runtime(const char *runtime, const char *fn, int64_t total_len);
+PGDLLEXPORT void courier_call_write(CourierCall *call, const void *data, size_t len);
+PGDLLEXPORT void courier_call_end_request(CourierCall *call);
+PGDLLEXPORT size_t courier_call_read(CourierCall *call, void *buf, size_t cap);
+PGDLLEXPORT void courier_call_finish(CourierCall *call);
+PGDLLEXPORT const CourierApi *courier_api_v2(void);
 }
 
 namespace courier::ext {

@@ -27,7 +27,6 @@
 
 extern "C" {
 #include "access/xact.h"
-#include "courier/courier.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -129,7 +128,10 @@ void wait_for_worker(ipc::Region &r) {
         if (elapsed_ms(start) >= guc_slot_wait_timeout_ms)
             ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                             errmsg("the courier worker has not started"),
-                            errhint("Check the server log for messages from the courier worker.")));
+                            errdetail("Waited %d ms (courier.slot_wait_timeout) for it.", guc_slot_wait_timeout_ms),
+                            errhint("The server log says why: look for \"courier\" there. max_worker_processes (%d) "
+                                    "may be used up by other background workers: courier needs one.",
+                                    max_worker_processes)));
         nap(10);
     }
 }
@@ -267,11 +269,20 @@ void append_message(StringInfo msg, const std::byte *bytes, std::size_t n) {
     }
 }
 
-/* Ends the call and raises the runtime's message (in msg) as an ERROR. */
+/*
+ * Ends the call and raises its error message (in msg): the runtime's, or
+ * the worker's own (it is stopping, out of memory, the runtime did not
+ * load), which the operator rather than the runtime's author acts on.
+ */
 [[noreturn]] void raise_message(StringInfo msg) {
+    const bool from_worker = client->response().from_host();
     call_in_flight = false;
     current.stage = Stage::idle;
     client->end(ipc::Status::ok);
+    if (from_worker)
+        ereport(ERROR, (errcode(ERRCODE_SYSTEM_ERROR),
+                        errmsg("courier worker failed the call to \"%s\": %s", current.fn, msg->data),
+                        errhint("The server log has more; courier.stats() shows the worker's state.")));
     ereport(ERROR, (errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
                     errmsg("courier runtime error in \"%s\": %s", current.fn, msg->data)));
     pg_unreachable();
@@ -473,4 +484,11 @@ extern "C" struct varlena *courier_call_runtime(const char *runtime, const char 
     courier_call_finish(call);
     SET_VARSIZE(result, VARHDRSZ + used);
     return result;
+}
+
+extern "C" const CourierApi *courier_api_v2(void) {
+    static const CourierApi api = {COURIER_API_VERSION,      courier_open_session, courier_call_runtime,
+                                   courier_call_begin_runtime, courier_call_write,   courier_call_end_request,
+                                   courier_call_read,          courier_call_finish};
+    return &api;
 }

@@ -8,7 +8,6 @@
 #include "host.h"
 
 extern "C" {
-#include "courier/courier.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"

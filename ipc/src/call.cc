@@ -196,11 +196,13 @@ Status ServerCall::respond_all(FrameKind kind, std::span<const std::byte> bytes)
     return s == Status::ok ? w.finish() : s;
 }
 
-Status ServerCall::respond_error(std::string_view message) {
+Status ServerCall::respond_error(std::string_view message, bool from_host) {
     message = message.substr(0, std::min<std::size_t>(message.size(), ep_.region->max_message_size()));
-    return respond_all(FrameKind::error,
-                       std::span<const std::byte>(reinterpret_cast<const std::byte *>(message.data()),
-                                                  message.size()));
+    MessageWriter w = respond(FrameKind::error, message.size());
+    if (from_host)
+        w.mark_from_host();
+    const Status s = w.write(std::span<const std::byte>(reinterpret_cast<const std::byte *>(message.data()), message.size()));
+    return s == Status::ok ? w.finish() : s;
 }
 
 /*

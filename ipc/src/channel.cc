@@ -74,7 +74,7 @@ Status MessageWriter::open_frame(std::uint64_t min, std::uint64_t max) {
 }
 
 void MessageWriter::publish(std::uint16_t extra_flags) {
-    const std::uint16_t flags = static_cast<std::uint16_t>((first_ ? frame_first : 0) | extra_flags);
+    const std::uint16_t flags = static_cast<std::uint16_t>((first_ ? frame_first : 0) | extra_flags | marks_);
     ring_.commit(frame_used_, kind_, flags, ep_.generation, total_);
     const bool ring_bell = first_ && ep_.ring_runtime >= 0;
     first_ = false;
@@ -198,6 +198,7 @@ Status MessageReader::validate(const Frame &f) {
             return Status::corrupt;
         started_ = true;
         kind_ = kind;
+        from_host_ = (h.flags & frame_from_host) != 0;
         total_ = h.total;
     } else if ((h.flags & frame_first) || kind != kind_ || h.total != total_) {
         return Status::corrupt;

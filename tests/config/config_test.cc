@@ -88,7 +88,7 @@ TEST(Config, EveryClassOfBadInputNamesPlaceFieldAndExpectation) {
         {valid + "sesions: 10\n", "bad.yaml:9:1: sesions: unknown field; did you mean sessions?"},
         {"max_connections: lots\n", "bad.yaml:1:18: max_connections: expected an integer, got \"lots\""},
         {"sessions: -5\n", "bad.yaml:1:11: sessions: expected an integer from 1 to 65536, got -5"},
-        {"postgres_version: 9\n", "bad.yaml:1:19: postgres_version: expected an integer from 13 to 17, got 9"},
+        {"postgres_version: 9\n", "bad.yaml:1:19: postgres_version: expected an integer from 15 to 18, got 9"},
         {"memory_budget: 12 parsecs\n", "bad.yaml:1:16: memory_budget: expected a size such as 64kB"},
         {"sessions: 150%\n", "bad.yaml:1:11: sessions: expected a percentage from 0% to 100%"},
         {"latency_policy: fast\n", "bad.yaml:1:17: latency_policy: expected latency, balanced or efficiency"},

@@ -299,16 +299,24 @@ TEST(CourierCluster, WorkerSigkillRestartsPostgresAndCallsWorkAfterwards) {
     EXPECT_NE(cluster.log().find("terminating any other active server processes"), std::string::npos);
 }
 
-TEST(CourierCluster, MissingRuntimeIsALogLineAndAClearErrorForEveryCall) {
-    Cluster cluster({"courier.runtimes = 'no_such_runtime'"});
-    ASSERT_TRUE(cluster.running()) << cluster.log();
-    Conn c = cluster.connect();
+/* A library that is not there stops the server at once, naming it; one that fails to load fails every call. */
+TEST(CourierCluster, AMissingRuntimeStopsTheServerAndABrokenOneFailsEveryCall) {
+    {
+        Cluster missing({"courier.runtimes = 'no_such_runtime'"});
+        EXPECT_FALSE(missing.running());
+        EXPECT_NE(missing.log().find("cannot read library"), std::string::npos) << missing.log();
+        EXPECT_NE(missing.log().find("no_such_runtime.so"), std::string::npos) << missing.log();
+    }
+    /* Not a courier runtime at all: the server starts, the worker says why, every call fails with it. */
+    Cluster broken({"courier.runtimes = 'broken=courier'"});  // courier.so itself: a library, not a runtime
+    ASSERT_TRUE(broken.running()) << broken.log();
+    Conn c = broken.connect();
     ASSERT_TRUE(c.exec("CREATE EXTENSION courier"));
     std::string error;
     EXPECT_FALSE(c.exec("SELECT courier.echo('x')", &error));
-    EXPECT_NE(error.find("could not load courier runtime"), std::string::npos) << error;
-    EXPECT_NE(error.find("no_such_runtime.so"), std::string::npos) << error;
-    EXPECT_NE(cluster.log().find("could not load courier runtime"), std::string::npos);
+    EXPECT_NE(error.find("courier worker failed the call"), std::string::npos) << error;
+    EXPECT_NE(error.find("exports neither courier_runtime_v2 nor courier_runtime_v1"), std::string::npos) << error;
+    EXPECT_EQ(c.value("SELECT value FROM courier.stats() WHERE name = 'runtime.broken.loaded'"), "0");
 }
 
 TEST(CourierCluster, TheObsoleteRuntimeSettingStillWorksWithAWarning) {
@@ -339,6 +347,22 @@ TEST(CourierCluster, WithoutPreloadCreateExtensionSaysHowToFixIt) {
     std::string error;
     EXPECT_FALSE(c.exec("CREATE EXTENSION courier", &error));
     EXPECT_NE(error.find("courier must be loaded via shared_preload_libraries"), std::string::npos) << error;
+}
+
+/*
+ * Another extension built against courier/courier.h, in a server where courier is not preloaded:
+ * it loads, and its first call gets courier's own ERROR with what to do, not "undefined symbol".
+ */
+TEST(CourierCluster, AnotherExtensionWithoutCourierPreloadedGetsCouriersExplanation) {
+    Cluster cluster({}, /*preload=*/false);
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn c = cluster.connect();
+    std::string error;
+    ASSERT_TRUE(c.exec("CREATE FUNCTION rtt(text, int, int, OUT float8, OUT float8, OUT float8) "
+                       "AS 'courier_bench', 'courier_bench_rtt' LANGUAGE C STRICT", &error)) << error;
+    EXPECT_FALSE(c.exec("SELECT * FROM rtt('courier', 64, 1)", &error));
+    EXPECT_NE(error.find("courier must be loaded via shared_preload_libraries"), std::string::npos) << error;
+    EXPECT_EQ(error.find("undefined symbol"), std::string::npos) << error;
 }
 
 TEST(CourierCluster, StatsSegmentIsRemovedAtShutdown) {

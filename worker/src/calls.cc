@@ -58,7 +58,7 @@ ipc::Status CallTable::open(std::uint32_t runtime, const ipc::Accepted &accepted
             region_.stats().add(ipc::GlobalCounter::calls_dropped_unstarted);
     }
     if (s == ipc::Status::too_large && call.drain_request() == ipc::Status::ok)
-        call.respond_error("request exceeds courier.max_message_size");
+        call.respond_error("request exceeds courier.max_message_size", true);
     if (s != ipc::Status::ok) {
         call.finish();
         e.call.reset();
@@ -146,7 +146,7 @@ int CallTable::write(courier_call_id id, const void *data, std::size_t len) {
         if (s == ipc::Status::ok)
             return COURIER_OK;
         if (s == ipc::Status::too_large)  // the writer aborted the response; say why
-            (void)e.call->respond_error("response exceeds courier.max_message_size");
+            (void)e.call->respond_error("response exceeds courier.max_message_size", true);
         end_locked(e);
         return s == ipc::Status::too_large ? COURIER_TOO_LARGE : COURIER_GONE;
     });
@@ -165,13 +165,13 @@ int CallTable::finish(courier_call_id id) {
     });
 }
 
-int CallTable::fail(courier_call_id id, std::string_view message) {
+int CallTable::fail(courier_call_id id, std::string_view message, bool from_host) {
     return with_call(id, [&](Entry &e) {
         if (!e.request_read)
             (void)e.call->drain_request();
         if (e.writing)
             e.writer.abort();  // the caller reads the error that follows instead of a partial response
-        (void)e.call->respond_error(message);
+        (void)e.call->respond_error(message, from_host);
         end_locked(e);
         return COURIER_OK;
     });
@@ -264,7 +264,7 @@ std::size_t CallTable::fail_open(std::uint32_t runtime, std::string_view why) {
             std::lock_guard<std::mutex> lock(e.mu);
             mine = e.open.load(std::memory_order_relaxed) && e.runtime == runtime;
         }
-        if (mine && fail(id, why) == COURIER_OK)
+        if (mine && fail(id, why, true) == COURIER_OK)
             ++failed;
     }
     return failed;

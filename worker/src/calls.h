@@ -53,7 +53,8 @@ public:
 
     int write(courier_call_id id, const void *data, std::size_t len);
     int finish(courier_call_id id);
-    int fail(courier_call_id id, std::string_view message);
+    /* from_host: the worker's own error (it is stopping, out of memory...), not the runtime's. */
+    int fail(courier_call_id id, std::string_view message, bool from_host = false);
     int read(courier_call_id id, void *buf, std::size_t cap, std::size_t *n);
     int cancelled(courier_call_id id) const;
     int on_cancel(courier_call_id id, courier_cancel_fn fn, void *arg);

@@ -35,7 +35,7 @@ void fail_with_current_exception(const courier_host2 *host, courier_call_id id) 
  * buffer of this thread's. Out of memory fails the call (its caller gets
  * the reason); it never ends the worker.
  */
-bool read_whole_request(const courier_call_info &call, std::vector<std::byte> *body) {
+bool read_whole_request(Worker::State &w, const courier_call_info &call, std::vector<std::byte> *body) {
     const courier_host2 *host = host_v2();
     try {
         body->clear();
@@ -56,7 +56,7 @@ bool read_whole_request(const courier_call_info &call, std::vector<std::byte> *b
         char msg[160];
         std::snprintf(msg, sizeof msg, "out of memory in the courier worker: a request of %llu bytes does not fit",
                       static_cast<unsigned long long>(call.request_total));
-        (void)host->fail(call.id, msg, std::strlen(msg));
+        (void)w.table.fail(call.id, msg, true);
         return false;
     }
 }
@@ -104,7 +104,7 @@ void Pool::serve(const courier_call_info &call) {
     const LoadedRuntime &rt = w_.runtimes[runtime_];
     const courier_host2 *host = host_v2();
     if (!rt.loaded()) {
-        (void)host->fail(call.id, rt.error.data(), rt.error.size());
+        (void)w_.table.fail(call.id, rt.error, true);
         return;
     }
     if (rt.v1 != nullptr) {
@@ -126,7 +126,7 @@ void Pool::serve_v1(const courier_call_info &call) {
     courier_response response{call.id, false};
     const void *data = call.request;
     std::size_t len = call.request_len;
-    if (!call.request_complete && !read_whole_request(call, &body)) {
+    if (!call.request_complete && !read_whole_request(w_, call, &body)) {
         (void)host->finish(call.id);  // ENDED unless read_whole_request left it open
         return;
     }
@@ -140,8 +140,7 @@ void Pool::serve_v1(const courier_call_info &call) {
         fail_with_current_exception(host, call.id);
     }
     if (w_.stop_requested() && !response.wrote)
-        (void)host->fail(call.id, "the courier worker is shutting down; the call was cancelled",
-                         std::strlen("the courier worker is shutting down; the call was cancelled"));
+        (void)w_.table.fail(call.id, "the courier worker is shutting down; the call was cancelled", true);
     (void)host->finish(call.id);  // ENDED if the handler failed it, or the caller went
     if (body.capacity() > kept_request_bytes)
         std::vector<std::byte>().swap(body);

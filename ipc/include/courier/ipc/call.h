@@ -104,7 +104,8 @@ public:
 
     MessageWriter respond(FrameKind kind, std::uint64_t total);
     Status respond_all(FrameKind kind, std::span<const std::byte> bytes);
-    Status respond_error(std::string_view message);
+    /* An error message; from_host: the host's own (out of memory, shutting down), not the runtime's. */
+    Status respond_error(std::string_view message, bool from_host = false);
 
     /* Lets go of the slot, then wakes the client; the slot returns to the free list if abandoned. */
     void finish();

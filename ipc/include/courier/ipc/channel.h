@@ -73,6 +73,8 @@ public:
      * never finds the slot still held by this call.
      */
     void defer_last_notify() { defer_last_notify_ = true; }
+    /* Every frame carries frame_from_host: the message is the host's own, not the runtime's. */
+    void mark_from_host() { marks_ |= frame_from_host; }
 
     /* Copies bytes in, publishing full frames as it goes. */
     Status write(std::span<const std::byte> bytes);
@@ -107,6 +109,7 @@ private:
     bool first_ = true;
     bool done_ = false;
     bool defer_last_notify_ = false;
+    std::uint16_t marks_ = 0;
 };
 
 class MessageReader {
@@ -127,6 +130,8 @@ public:
 
     const Endpoint &endpoint() const { return ep_; }
     FrameKind kind() const { return kind_; }
+    /* An error message that the serving host wrote, not the runtime (frame_from_host). */
+    bool from_host() const { return from_host_; }
     std::uint64_t total() const { return total_; }
     std::uint64_t received() const { return received_; }
     bool finished() const { return finished_; }
@@ -142,6 +147,7 @@ private:
     bool started_ = false;
     bool finished_ = false;
     FrameKind kind_ = FrameKind::pad;
+    bool from_host_ = false;
     std::uint64_t total_ = unknown_length;
     std::uint64_t received_ = 0;
 };

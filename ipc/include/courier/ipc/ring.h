@@ -56,7 +56,8 @@ enum class FrameKind : std::uint16_t {
 enum FrameFlags : std::uint16_t {
     frame_first = 1u << 0,
     frame_last = 1u << 1,
-    frame_aborted = 1u << 2,  // with last: the producer gave up on the message
+    frame_aborted = 1u << 2,    // with last: the producer gave up on the message
+    frame_from_host = 1u << 3,  // an error message of the serving host (the worker), not the runtime's
 };
 
 inline constexpr std::uint64_t unknown_length = ~0ull;
