@@ -158,8 +158,14 @@ Existing existing_for(const Args &a) {
         return existing_from_server(a.dsn);
     if (!a.conf_dir.empty())
         return existing_from_files(a.conf_dir, a.pgdata);
-    if (!a.pgdata.empty())
+    if (!a.pgdata.empty()) {
+        const fs::path data = fs::path(a.pgdata).lexically_normal();
+        if (!fs::exists(data / "postgresql.conf") && data.parent_path().parent_path() == "/var/lib/postgresql")
+            throw InputError(a.pgdata + " holds no postgresql.conf: on Debian's layout the configuration is in "
+                             "/etc/postgresql; use --cluster " + data.parent_path().filename().string() + "/" +
+                             data.filename().string());
         return existing_from_files(a.pgdata, a.pgdata);
+    }
     return Existing{};
 }
 

@@ -83,7 +83,7 @@ src = WORK/"src"
 FileUtils.rm_rf([src, WORK/"Cellar", WORK/"build.log"])
 FileUtils.mkdir_p(src)
 system("tar -C #{SOURCE} --exclude=./.git --exclude=./.pg --exclude='./build*' -cf - . | tar -C #{src} -xf -") or abort
-load SOURCE/"packaging/homebrew/courier.rb"
+load SOURCE/"packaging/homebrew/courier.rb.in"
 Dir.chdir(src) { Courier.new.install }
 
 log = File.read(WORK/"build.log")

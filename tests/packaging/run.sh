@@ -83,8 +83,15 @@ rpm -qp --queryformat '%{POSTIN}' "$(rpm_of courier_15)" > /tmp/courier-rpm-post
 check "rpm: its post-install message gives the PGDG data directory, no Debian cluster" sh -c "
   sh /tmp/courier-rpm-post.sh 1 > /tmp/courier-rpm-post.out && grep -q -- '--conf-dir /var/lib/pgsql/15/data' /tmp/courier-rpm-post.out &&
   ! grep -q -- '--cluster' /tmp/courier-rpm-post.out"
-check "one version: CMake, packages, formula, CHANGELOG" sh -c "dpkg -I $tools_deb | grep -q 'Version: $version' &&
-  grep -q 'courier-$version.tar.gz' packaging/homebrew/courier.rb && grep -qE '^## \\[$version\\] - ' CHANGELOG.md &&
+ninja -C build-pkg courier_formula >/dev/null || bad "the release tarball and its Homebrew formula"
+formula_names_tarball() {
+  local formula=build-pkg/packaging/courier.rb tarball=build-pkg/packaging/courier-$version.tar.gz
+  grep -qF "url \"file://$root/$tarball\"" "$formula" &&
+    grep -qF "sha256 \"$(sha256sum "$tarball" | cut -d' ' -f1)\"" "$formula" && ruby -c "$formula"
+}
+check "the formula names the release tarball and its real checksum" formula_names_tarball
+check "one version: CMake, packages, CHANGELOG" sh -c "dpkg -I $tools_deb | grep -q 'Version: $version' &&
+  grep -qE '^## \\[$version\\] - ' CHANGELOG.md &&
   zcat /dev/stdin < build-pkg/packaging/courier-tools/changelog.gz | head -1 | grep -q '($version)'"
 check "no -march=native" sh -c "! grep -rn 'march=native' CMakeLists.txt */CMakeLists.txt build-pkg/CMakeCache.txt"
 
@@ -148,7 +155,6 @@ check "purge: the cluster still restarts" pg_ctlcluster 15 "$cluster" restart
 pg_dropcluster 15 "$cluster" --stop >/dev/null 2>&1
 
 # --- homebrew --------------------------------------------------------------------
-check "formula: ruby -c" ruby -c packaging/homebrew/courier.rb
 if ruby tests/packaging/homebrew_test.rb . .pg build-homebrew >/tmp/courier-homebrew.log 2>&1; then
   ok "homebrew: the formula builds for postgresql@17 and @18 in Homebrew's layout"
 else
