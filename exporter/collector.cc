@@ -121,7 +121,7 @@ void StatsCollector::note(const std::string &why) const {
 std::vector<MetricFamily> StatsCollector::Collect() const {
     const auto started = std::chrono::steady_clock::now();
     std::vector<MetricFamily> out;
-    Mapping mapping(segment_, owner_);
+    Mapping mapping(segment_(), owner_);
     ipc::StatsView view;
     const bool up = mapping.view(&view);
     note(mapping.why());

@@ -5,14 +5,15 @@
  * /dev/shm/courier-<port> (ipc::stats_segment_name), read-only, and needs
  * no database connection: it
  * keeps working when max_connections is exhausted or the worker is down.
- * The segment is mapped afresh on every scrape, so a restarted PostgreSQL
- * (a new segment) is picked up and a stopped one reports courier_up 0
- * instead of failing the scrape.
+ * The segment is named and mapped afresh on every scrape, so a restarted
+ * PostgreSQL (a new segment, maybe a new port) is picked up and a stopped
+ * one reports courier_up 0 instead of failing the scrape.
  */
 #pragma once
 
 #include <sys/types.h>
 
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -30,13 +31,17 @@ namespace courier::exporter {
  */
 class StatsCollector : public prometheus::Collectable {
 public:
-    StatsCollector(std::string segment, uid_t owner) : segment_(std::move(segment)), owner_(owner) {}
+    /* segment() names the segment, asked on every scrape (a cluster's port can change while it is down). */
+    using SegmentName = std::function<std::string()>;
+    StatsCollector(SegmentName segment, uid_t owner) : segment_(std::move(segment)), owner_(owner) {}
+    StatsCollector(std::string segment, uid_t owner)
+        : StatsCollector([name = std::move(segment)] { return name; }, owner) {}
     std::vector<prometheus::MetricFamily> Collect() const override;
 
 private:
     void note(const std::string &why) const;
 
-    std::string segment_;
+    SegmentName segment_;
     uid_t owner_;
     mutable std::mutex mutex_;
     mutable std::string last_note_;

@@ -50,7 +50,7 @@ namespace {
     std::exit(status);
 }
 
-/* The port of the cluster in `dir`: postmaster.pid's 4th line, else postgresql.conf, else 5432. */
+/* The port of the cluster in `dir`: postmaster.pid's 4th line while it runs, else postgresql.conf, else 5432. */
 int port_of(const std::string &dir) {
     std::ifstream pid(dir + "/postmaster.pid");
     std::string line;
@@ -162,14 +162,21 @@ uid_t server_user(std::map<std::string, std::string> &flags) {
 
 int main(int argc, char **argv) {
     auto flags = parse(argc, argv);
-    int port = 5432;
-    if (flags.count("courier.data-directory"))
-        port = port_of(flags["courier.data-directory"]);
+    /* A given port is fixed; a data directory's is read on every scrape (postmaster.pid exists only while it runs). */
+    courier::exporter::StatsCollector::SegmentName segment = [] { return courier::ipc::stats_segment_name(5432); };
+    std::string cluster = "the cluster on port 5432";
+    if (flags.count("courier.data-directory")) {
+        const std::string dir = flags["courier.data-directory"];
+        segment = [dir] { return courier::ipc::stats_segment_name(port_of(dir)); };
+        cluster = "the cluster in " + dir;
+    }
     if (flags.count("courier.port")) {
         char *end = nullptr;
-        port = static_cast<int>(std::strtol(flags["courier.port"].c_str(), &end, 10));
+        const int port = static_cast<int>(std::strtol(flags["courier.port"].c_str(), &end, 10));
         if (*end != '\0' || port < 1 || port > 65535)
             usage("--courier.port expects a port number, got " + flags["courier.port"]);
+        segment = [port] { return courier::ipc::stats_segment_name(port); };
+        cluster = "the cluster on port " + std::to_string(port);
     }
     const std::optional<BasicAuth> auth = basic_auth(flags);
 
@@ -188,15 +195,14 @@ int main(int argc, char **argv) {
         return 1;
     }
     const std::string path = flags["web.telemetry-path"];
-    auto collector = std::make_shared<courier::exporter::StatsCollector>(courier::ipc::stats_segment_name(port),
-                                                                          server_user(flags));
+    auto collector = std::make_shared<courier::exporter::StatsCollector>(segment, server_user(flags));
     exposer->RegisterCollectable(collector, path);
     if (auth)
         exposer->RegisterAuth([auth](const std::string &u, const std::string &p) {
             return same_secret(u, auth->user) & same_secret(p, auth->password);  // both, always: no early exit
         }, "courier_exporter", path);
     std::cerr << "courier_exporter " << COURIER_VERSION << ": serving " << path << " on " << flags["web.listen-address"]
-              << " for the cluster on port " << port << "\n";
+              << " for " << cluster << "\n";
     int sig = 0;
     sigwait(&set, &sig);
     return 0;

@@ -16,6 +16,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -282,4 +283,37 @@ TEST(Exporter, RefusesASegmentThatIsNotTheServerUsers) {
     EXPECT_TRUE(has_line(scrape(as_root), "courier_up 0"));
     exporter::StatsCollector as_owner(ipc::stats_segment_name(port), 65534);
     EXPECT_TRUE(has_line(scrape(as_owner), "courier_up 1"));
+}
+
+/*
+ * Started with --courier.data-directory while PostgreSQL is down, on Debian's layout (no
+ * postgresql.conf in the data directory): the port is only known once postmaster.pid exists,
+ * so the exporter must look again on every scrape, not settle on 5432.
+ */
+TEST(Exporter, ADataDirectoryIsFollowedToThePortItRunsOn) {
+    char dir[] = "/tmp/courier-exporter-data-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    const int port = free_port();
+    const pid_t pid = fork();
+    if (pid == 0) {
+        const std::string listen = "--web.listen-address=127.0.0.1:" + std::to_string(port);
+        const std::string data = std::string("--courier.data-directory=") + dir;
+        execl(COURIER_EXPORTER, COURIER_EXPORTER, listen.c_str(), data.c_str(), static_cast<char *>(nullptr));
+        _exit(127);
+    }
+    std::string scraped;
+    for (int i = 0; i < 100 && scraped.find("\ncourier_up 0\n") == std::string::npos; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        scraped = http_get(port, "/metrics");
+    }
+    EXPECT_NE(scraped.find("\ncourier_up 0\n"), std::string::npos) << scraped;
+    /* PostgreSQL starts: postmaster.pid names its port on the 4th line, the segment appears. */
+    const int pg_port = 65000 + getpid() % 500;
+    std::ofstream(std::string(dir) + "/postmaster.pid") << "12345\n" << dir << "\n1700000000\n" << pg_port << "\n";
+    FakeSegment seg(pg_port, 2);
+    scraped = http_get(port, "/metrics");
+    EXPECT_NE(scraped.find("\ncourier_up 1\n"), std::string::npos) << scraped;
+    kill(pid, SIGTERM);
+    waitpid(pid, nullptr, 0);
+    std::filesystem::remove_all(dir);
 }
