@@ -374,7 +374,14 @@ void register_worker() {
     snprintf(w.bgw_function_name, BGW_MAXLEN, "courier_worker_main");
     RegisterBackgroundWorker(&w);
     /* PostgreSQL's own message when max_worker_processes is used up does not say whose worker it is. */
-    for (const slist_node *n = BackgroundWorkerList.head.next; n != nullptr; n = n->next) {  // slist_foreach is C-only
+    /* Walked by hand: the ilist iteration macros are C-only. PostgreSQL 18 made the list doubly linked (and circular). */
+#if PG_VERSION_NUM >= 180000
+    using WorkerNode = dlist_node;
+#else
+    using WorkerNode = slist_node;
+#endif
+    for (const WorkerNode *n = BackgroundWorkerList.head.next; n != nullptr && n != &BackgroundWorkerList.head;
+         n = n->next) {
         const auto *rw = reinterpret_cast<const RegisteredBgWorker *>(reinterpret_cast<const char *>(n) -
                                                                       offsetof(RegisteredBgWorker, rw_lnode));
         if (strcmp(rw->rw_worker.bgw_library_name, "courier") == 0)

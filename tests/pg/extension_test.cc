@@ -329,6 +329,26 @@ TEST(CourierCluster, TheObsoleteRuntimeSettingStillWorksWithAWarning) {
               std::string::npos);
 }
 
+/* No worker slot left: the log names courier and the setting, and calls say so instead of hanging. */
+TEST(CourierCluster, NoWorkerSlotIsNamedInTheLogAndFailsCalls) {
+    Cluster cluster({"max_worker_processes = 0"});
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    EXPECT_NE(cluster.log().find("courier could not register its background worker: max_worker_processes (0)"),
+              std::string::npos) << cluster.log();
+    Conn c = cluster.connect();
+    ASSERT_TRUE(c.exec("CREATE EXTENSION courier"));
+    std::string error;
+    EXPECT_FALSE(c.exec("SELECT courier.echo('x')", &error));
+    EXPECT_NE(error.find("the courier worker has not started"), std::string::npos) << error;
+}
+
+/* With a slot, the warning must not appear (the registered list is walked, not guessed). */
+TEST(CourierCluster, ARegisteredWorkerIsNotReportedMissing) {
+    Cluster cluster(std::vector<std::string>{});
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    EXPECT_EQ(cluster.log().find("could not register its background worker"), std::string::npos) << cluster.log();
+}
+
 TEST(CourierCluster, MessageAboveTheMaximumIsRefused) {
     Cluster cluster({"courier.max_message_size = '1MB'"});
     ASSERT_TRUE(cluster.running()) << cluster.log();
