@@ -218,12 +218,21 @@ std::uint64_t Region::begin_server_epoch(Waker &waker) {
             if (sc->state.compare_exchange_weak(st, next, std::memory_order_acq_rel)) {
                 if (next == 0)
                     push_free(i);
-                else
-                    waker.wake(sc->client);  // it may sleep with no deadline
                 break;
             }
         }
+        /* Every client still on a slot, not only those whose call we just cleared: the dead server
+         * may have published a response and let go, then died before its wake (model/slots.pml). */
+        if (sc->state.load(std::memory_order_acquire) & held_by_client)
+            notify(sc->client, waker, nullptr);
     }
+    /* No thread of ours serves yet, and the dead process's are gone: a thread that died spinning would
+     * leave `spinning` set and every later ring elided, one that died parked a stale count (model/slots.pml). */
+    for (std::uint32_t r = 0; r < runtimes(); ++r) {
+        dispatch(r).spinning.store(0, std::memory_order_relaxed);
+        dispatch(r).idle.sleeping.store(0, std::memory_order_relaxed);
+    }
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     if (stats_.valid()) {
         if (epoch > 1)
             stats_.add(GlobalCounter::server_restarts);

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <future>
+#include <thread>
 #include <set>
 
 #include "harness.h"
@@ -434,6 +436,68 @@ TEST(Region, NewServerEpochReleasesSlotsOfDeadCallsAndFailsWaiters) {
     Endpoint ep{&r, b.index, b.generation, epoch, true, nullptr, {}, nullptr};
     EXPECT_EQ(ep.call_alive(), Status::server_restarted);
     EXPECT_EQ(read_stats(seg.stats()).global[static_cast<int>(GlobalCounter::server_restarts)], 1u);
+}
+
+/*
+ * Found by model/slots.pml (KEEP_DEAD_SPINNER): a serving process that died while one of its threads
+ * spun left `spinning` set, so every ring after the restart was elided and the new threads slept
+ * through it. The ring below must wake the parked thread, not be elided.
+ */
+TEST(Region, AServerThatDiedSpinningDoesNotSilenceTheDoorbell) {
+    TestSegment seg(params(1));
+    FutexWaker waker;
+    Region &r = seg.region();
+    r.begin_server_epoch(waker);
+    r.dispatch(0).spinning.store(1);  // the old process died between announcing and clearing its spin
+    r.begin_server_epoch(waker);
+    auto taken = std::async(std::launch::async, [&] {
+        FutexWaker own;
+        Accepted call;
+        return Dispatcher(r, 0).next(own, std::chrono::nanoseconds(0), [] { return false; },
+                                     std::chrono::steady_clock::now() + std::chrono::seconds(2), &call);
+    });
+    while (r.dispatch(0).idle.sleeping.load() == 0)
+        std::this_thread::yield();
+    SlotHandle h;
+    ASSERT_EQ(r.lease(1, &h), Status::ok);
+    std::uint64_t epoch;
+    ASSERT_EQ(r.begin_call(h, &epoch), Status::ok);
+    SideCounters ringer{};
+    r.ring_doorbell(0, h, waker, &ringer);
+    EXPECT_EQ(ringer.value[static_cast<int>(Counter::wakeups_sent)].load(), 1u);  // not elided
+    EXPECT_EQ(taken.get(), Status::ok);
+}
+
+/*
+ * Found by model/slots.pml (WAKE_ONLY_CLEARED): a server published its response and let go, then its
+ * process died before the wake. The new epoch must wake that client too, not only those whose calls
+ * it cleared.
+ */
+TEST(Region, ANewEpochWakesAClientWhoseServerLetGoButDiedBeforeWaking) {
+    TestSegment seg(params(1));
+    FutexWaker waker;
+    Region &r = seg.region();
+    r.begin_server_epoch(waker);
+    SlotHandle h;
+    ASSERT_EQ(r.lease(1, &h), Status::ok);
+    std::uint64_t epoch, gen;
+    ASSERT_EQ(r.begin_call(h, &epoch), Status::ok);
+    ASSERT_EQ(r.accept(h.index, waker, &gen), Status::ok);
+    r.finish_serving(h.index);  // let go; the wake that should follow never comes
+    Waiter &client = r.slot(h.index)->client;
+    auto parked = std::async(std::launch::async, [&] {
+        FutexWaker own;
+        const std::uint32_t token = own.prepare(client);
+        client.sleeping.store(1);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        const ParkResult result = own.park(client, token, std::chrono::seconds(2));
+        client.sleeping.store(0);
+        return result;
+    });
+    while (client.sleeping.load() == 0)
+        std::this_thread::yield();
+    r.begin_server_epoch(waker);
+    EXPECT_EQ(parked.get(), ParkResult::woken);  // timeout means nobody woke it
 }
 
 /* A server that gives up mid-response (it is stopping) and lets go: the client's wait ends. */

@@ -1,0 +1,495 @@
+/*
+ * slots.pml — the slot protocol of ipc/, checked exhaustively by spin.
+ *
+ * What is modelled, at the grain of one atomic operation per step:
+ *
+ *   FreeList::pop/push      the free list, each one atomic step (see push_free)
+ *   Region::lease/release/abandon/begin_call/accept/finish_serving/
+ *     begin_server_epoch    the ownership word's three bits and epochs
+ *   Doorbell + notify_idle + Dispatcher::next/claim/spin_for_bell
+ *                           idle serving threads: `sleeping` counts the
+ *                           parked ones, `spinning` announces the spinner
+ *   wait_until + notify     a client's spin / prepare / announce /
+ *                           re-check / park, and the elided wakeup
+ *   MessageReader::wait_frame, ServerCall::finish
+ *                           the response, its last look, let go then wake
+ *
+ * Who runs: NC clients (backends) of CALLS calls each, a serving process
+ * of NT threads, and a restarter that may kill that process at any step
+ * and start a new one (begin_server_epoch, then NT new threads). A client
+ * may abandon (cancel, timeout, exit) at every point where it waits.
+ *
+ * Abstractions: a request and a response are one frame each, tagged with
+ * the generation of the lease (the ring's bytes are not modelled: a frame
+ * is a bit and a generation); futex and latch wakes are the same thing
+ * (a wake that lands between prepare and park makes park return, a wake
+ * of a Waiter many threads sleep on wakes one of them); a spin is any
+ * number of looks, which nondeterminism covers with one look or none.
+ * Streaming (a server parked on a full ring) is not modelled.
+ *
+ * The claims: each is a flag named after it, set and asserted false where it
+ * would break (so a violation reads "assertion violated !(lost_wakeup)"),
+ * all checked in one exhaustive run per configuration (model/check):
+ *   no_double_lease      a slot is never leased by two clients at once
+ *   never_free_in_use    a slot is never on the free list while its client
+ *                        holds it or a serving thread may still write to it
+ *   generation_fresh     a lease never reuses a generation of its slot
+ *   no_lost_wakeup       when everything is quiet, no call waits in the
+ *                        doorbell while a live thread is idle, and no
+ *                        client sleeps on a response that is there
+ *   every_call_ends      when everything is quiet, every client is done
+ *                        (each call got its response or failed cleanly)
+ *
+ * Mutations, each of which model/check expects to fail no_lost_wakeup:
+ *   -DSINGLE_FLAG        the dispatcher before issue 10: one `sleeping` flag
+ *                        for all idle threads, set by the one that parks and
+ *                        cleared by the one that wakes
+ *   -DKEEP_DEAD_SPINNER  begin_server_epoch without resetting the runtime's
+ *                        DispatchControl: a thread of the dead process that
+ *                        was spinning leaves `spinning` set, and every later
+ *                        ring is elided (found by this model)
+ *   -DWAKE_ONLY_CLEARED  begin_server_epoch waking only the clients whose
+ *                        call it cleared: a server that let go and died
+ *                        before its wake leaves its client asleep (found by
+ *                        this model)
+ */
+
+#define NS 2            /* slots */
+#define NC 2            /* clients */
+#ifndef NT
+#define NT 2            /* serving threads per server process */
+#endif
+#ifndef CALLS
+#define CALLS 2         /* calls per client */
+#endif
+#define NIL 255
+#define NTHREADS 4      /* thread ids: the first server's 0..NT-1, then the second's NT..2NT-1 */
+
+#define HC 1            /* held_by_client */
+#define HS 2            /* held_by_server */
+#define AS 4            /* accepted_by_server */
+
+/* ---- region (region.h) */
+byte state[NS];
+byte gen[NS];
+byte call_epoch[NS];
+byte server_epoch = 1;
+byte head_idx = 0;      /* FreeList: the top index */
+byte link[NS];
+bit  on_free[NS];       /* bookkeeping for the claims, not in the code */
+bit  bell[NS];          /* the runtime's doorbell */
+
+/* ---- rings: one frame each way */
+bit  request[NS];
+byte request_gen[NS];
+bit  response[NS];
+byte response_gen[NS];
+
+/* ---- the runtime's DispatchControl */
+byte idle_sleeping;     /* parked threads (a flag with SINGLE_FLAG) */
+bit  spinning;
+bit  idle_armed[NTHREADS];   /* prepared: a wake now makes park return */
+bit  idle_asleep[NTHREADS];  /* in the kernel's queue */
+
+/* ---- each slot's client Waiter; the sleeper is a client process */
+bit  client_sleeping[NS];
+byte client_of[NS];          /* latch_proc: whom a wake of this Waiter reaches */
+bit  client_armed[NC];
+bit  client_asleep[NC];
+
+/* ---- processes */
+bit  dead[2];                /* a serving process was killed */
+byte serving_by[NTHREADS];   /* the slot a live thread may write to, between accept and let-go */
+byte leased_by[NS];          /* bookkeeping: the client holding the lease */
+byte last_gen[NS];
+byte clients_done;
+bit  short_done;             /* client 1 has made all its calls: client 0's long call may end */
+bit  thread_alive[NTHREADS];
+
+/* ---- what the claims look at */
+bit double_lease, free_in_use, generation_reused, lost_wakeup, call_hung;
+
+/*
+ * FreeList::push (push_free). The stack itself is one step here: its ABA tag
+ * is tested with real processes (tests/ipc freelist stress), and modelling
+ * its two-step CAS multiplied the states by more than CI can afford.
+ */
+inline push_free(i) {
+    atomic {
+        if
+        :: (state[i] & (HC | HS)) != 0 || on_free[i] -> free_in_use = 1; assert(!free_in_use)
+        :: else -> skip
+        fi;
+        k = 0;
+        do
+        :: k < NTHREADS && serving_by[k] == i -> free_in_use = 1; assert(!free_in_use); k++
+        :: k < NTHREADS && serving_by[k] != i -> k++
+        :: else -> k = 0; break
+        od;
+        link[i] = head_idx; head_idx = i; on_free[i] = 1
+    }
+}
+
+/* Waker::wake on the idle Waiter: the word changes, one sleeper leaves the queue. */
+inline wake_idle() {
+    atomic {
+        idle_armed[0] = 0; idle_armed[1] = 0; idle_armed[2] = 0; idle_armed[3] = 0;
+        if      /* FUTEX_WAKE of one: any of the sleepers (NTHREADS is 4) */
+        :: idle_asleep[0] -> idle_asleep[0] = 0
+        :: idle_asleep[1] -> idle_asleep[1] = 0
+        :: idle_asleep[2] -> idle_asleep[2] = 0
+        :: idle_asleep[3] -> idle_asleep[3] = 0
+        :: else -> skip
+        fi
+    }
+}
+
+/* notify_idle: fence, then wake one parked thread unless a spinner will look. */
+inline notify_idle() {
+    if
+    :: atomic { spinning == 0 && idle_sleeping != 0 -> wake_idle() }
+    :: atomic { !(spinning == 0 && idle_sleeping != 0) -> skip }  /* elided */
+    fi
+}
+
+/* Waker::wake on slot i's client Waiter: reaches the process in latch_proc. */
+inline wake_client(i) {
+    atomic {
+        if
+        :: client_of[i] != NIL -> client_armed[client_of[i]] = 0; client_asleep[client_of[i]] = 0
+        :: else -> skip
+        fi
+    }
+}
+
+/* notify: fence, read the peer's sleeping flag, wake only a sleeper. */
+inline notify_client(i) {
+    if
+    :: atomic { client_sleeping[i] -> wake_client(i) }
+    :: atomic { !client_sleeping[i] -> skip }
+    fi
+}
+
+/* ------------------------------------------------------------------ client */
+
+/* Region::abandon (or release: the same bits), then whoever made the word 0 frees the slot. */
+inline give_back(idx) {
+    atomic { prev = state[idx]; state[idx] = state[idx] & ~HC; leased_by[idx] = NIL; client_of[idx] = NIL }
+    if
+    :: (prev & HS) == 0 -> prev = 0; push_free(idx)
+    :: else -> prev = 0 /* the server's let-go frees it; abandon also wakes it (not modelled) */
+    fi;
+    idx = NIL; mygen = 0; epoch = 0
+}
+
+/*
+ * wait_until's sleep half for a client that found its condition false:
+ * prepare, announce, re-check (the caller's condition), park. The caller
+ * re-checks after this returns; it may also abandon instead of waiting.
+ */
+#define CLIENT_PREPARE  atomic { client_armed[me] = 1; client_sleeping[idx] = 1 }
+#define CLIENT_PARK     atomic { if :: client_armed[me] -> client_asleep[me] = 1 :: else -> skip fi }; \
+                        !client_asleep[me]; client_sleeping[idx] = 0
+
+proctype Client(byte me) {
+    byte idx = NIL, mygen, epoch, calls, prev, k;
+    bit ok;
+
+    do
+    :: calls == CALLS -> break
+    :: calls < CALLS ->
+        /* Region::lease: FreeList::pop, then the ownership word 0 -> held_by_client */
+        if
+        :: idx == NIL ->
+            atomic {
+                if
+                :: head_idx == NIL -> calls = CALLS; goto next_call    /* no slot: the call fails at once */
+                :: else -> idx = head_idx; head_idx = link[idx]; on_free[idx] = 0
+                fi
+            }
+            atomic {
+                if :: state[idx] != 0 || leased_by[idx] != NIL -> double_lease = 1; assert(!double_lease) :: else -> skip fi;
+                state[idx] = HC; leased_by[idx] = me;
+                request[idx] = 0; response[idx] = 0;           /* discard() */
+                client_sleeping[idx] = 0; client_of[idx] = me;  /* init_waiter, then Client::open */
+                gen[idx] = gen[idx] + 1;
+                if :: gen[idx] <= last_gen[idx] -> generation_reused = 1; assert(!generation_reused) :: else -> skip fi;
+                last_gen[idx] = gen[idx]; mygen = gen[idx]
+            }
+        :: else -> skip
+        fi;
+
+        /* Client::start: begin_call waits while the previous call's server has not let go */
+        do
+        :: atomic { (state[idx] & HS) == 0 -> epoch = server_epoch }
+           atomic { call_epoch[idx] = epoch; state[idx] = state[idx] | HS }
+           break
+        :: (state[idx] & HS) != 0 ->
+            CLIENT_PREPARE;
+            if
+            :: atomic { (state[idx] & HS) == 0 -> client_sleeping[idx] = 0 }
+            :: (state[idx] & HS) != 0 -> CLIENT_PARK
+            fi
+#ifdef ABANDON
+        :: give_back(idx); goto call_failed      /* cancelled while waiting */
+#endif
+        od;
+
+        /* the request frame, then ring_doorbell: the bit, then notify_idle */
+        atomic { request[idx] = 1; request_gen[idx] = mygen }
+        bell[idx] = 1;
+        notify_idle();
+
+        /* MessageReader::wait_frame: the response, or why there is none */
+        do
+        :: atomic { response[idx] && response_gen[idx] == mygen -> response[idx] = 0; ok = 1 }
+           break
+        :: atomic { !response[idx] && server_epoch != epoch -> ok = 0 }
+           break
+        :: atomic { !response[idx] && server_epoch == epoch && (state[idx] & HS) == 0 -> ok = 0 }
+           /* the last look: published before the server let go? */
+           atomic { if :: response[idx] && response_gen[idx] == mygen -> response[idx] = 0; ok = 1 :: else -> skip fi }
+           break
+        :: atomic { !response[idx] && server_epoch == epoch && (state[idx] & HS) != 0 } ->
+            CLIENT_PREPARE;
+            if
+            :: atomic { (response[idx] || server_epoch != epoch || (state[idx] & HS) == 0) -> client_sleeping[idx] = 0 }
+            :: atomic { !(response[idx] || server_epoch != epoch || (state[idx] & HS) == 0) } -> CLIENT_PARK
+            fi
+#ifdef ABANDON
+        :: ok = 0; break                          /* cancelled, timed out, or the backend exits */
+#endif
+        od;
+        if
+        :: ok -> ok = 0
+        :: !ok -> give_back(idx)                  /* Client::end abandons a failed call */
+        fi;
+call_failed:
+        calls++;
+next_call:
+        skip
+    od;
+    if
+    :: idx != NIL -> give_back(idx)               /* Client::close at session end */
+    :: else -> skip
+    fi;
+    atomic { clients_done++; short_done = short_done || me == 1 }
+}
+
+/* ------------------------------------------------------------------ server */
+
+/* Region::finish_serving: clear both server bits; free the slot if its client left. */
+inline finish_serving(i) {
+    atomic { prev = state[i]; state[i] = state[i] & ~(HS | AS); serving_by[id] = NIL }
+    if
+    :: (prev & HS) && (prev & HC) == 0 -> prev = 0; push_free(i)
+    :: else -> prev = 0
+    fi
+}
+
+proctype Thread(byte id; byte proc) {
+    byte i, g, prev, k, st;
+    bit gone;
+
+    thread_alive[id] = 1;
+top:
+    {
+    if
+    /* Dispatcher::claim: take a rung bit (Doorbell::claim's fetch_and), then accept it */
+    :: atomic { bell[0] -> bell[0] = 0; i = 0 }
+    :: atomic { bell[1] -> bell[1] = 0; i = 1 }
+    :: atomic { !bell[0] && !bell[1] } ->
+        /* spin_for_bell: at most one spinner, announced */
+        if
+        :: atomic { spinning == 0 -> spinning = 1 }
+           if
+           :: atomic { bell[0] || bell[1] -> spinning = 0 }
+           :: spinning = 0                        /* the budget ran out */
+           fi
+        :: skip                                   /* another thread spins, or no budget */
+        fi;
+        /* Dispatcher::next: prepare, announce, re-check, park */
+        /* prepare() reads the futex word; nothing can tell it apart from the announce that follows */
+        atomic {
+            idle_armed[id] = 1;
+#ifdef SINGLE_FLAG
+            idle_sleeping = 1
+#else
+            idle_sleeping++
+#endif
+        }
+        if
+        :: atomic { bell[0] || bell[1] -> idle_armed[id] = 0 }
+        :: atomic { !bell[0] && !bell[1] } ->
+            atomic { if :: idle_armed[id] -> idle_asleep[id] = 1 :: else -> skip fi };
+end_parked:
+            !idle_asleep[id]
+        fi;
+#ifdef SINGLE_FLAG
+        idle_sleeping = 0;
+#else
+        idle_sleeping--;
+#endif
+        goto top
+    fi;
+
+    /* Region::accept: claim the call unless it is stale or taken */
+    atomic {
+        st = state[i];
+        if
+        :: (st & HS) == 0 || (st & AS) != 0 -> st = 0; i = 0; goto top
+        :: else -> state[i] = st | AS; g = gen[i]; serving_by[id] = i; st = 0
+        fi
+    }
+    if
+    :: call_epoch[i] != server_epoch ->
+        finish_serving(i);                        /* begun under a dead server */
+        notify_client(i);
+        i = 0; g = 0;
+        goto top
+    :: else -> skip
+    fi;
+    /* more calls rung: one more thread */
+    if
+    :: bell[0] || bell[1] -> notify_idle()
+    :: else -> skip
+    fi;
+    /* ServerCall::read_*: wait for the request (a stale bit of a dead epoch may be claimed before the
+     * new call's frame is written), or see the client gone; the slot's server Waiter is not modelled */
+    if
+    :: atomic { request[i] && request_gen[i] == g -> request[i] = 0 }
+    :: atomic { (state[i] & HC) == 0 || gen[i] != g }
+    fi;
+    /* With LONG_CALL, client 0's calls are long: they end only once client 1 is done (or client 0 has gone).
+     * So client 1's calls must be taken by another thread, whose wakeup must not be lost. */
+#ifdef LONG_CALL
+    if
+    :: atomic { leased_by[i] == 0 && g == gen[i] } -> (short_done || (state[i] & HC) == 0 || gen[i] != g)
+    :: else -> skip
+    fi;
+#endif
+    /* the response, unless the client has gone (ServerCall::finish drops it) */
+    atomic {
+        if :: on_free[i] -> free_in_use = 1; assert(!free_in_use) :: else -> skip fi;
+        gone = ((state[i] & HC) == 0 || gen[i] != g);
+        if :: !gone -> response[i] = 1; response_gen[i] = g :: else -> skip fi
+    }
+    /* ServerCall::finish: let go, then wake */
+    finish_serving(i);
+    if
+    :: !gone -> notify_client(i)
+    :: else -> skip
+    fi;
+    i = 0; g = 0; gone = 0;
+    goto top
+    } unless { dead[proc] }
+}
+
+/* The serving process dies at any step; a new one begins an epoch, then starts its threads. */
+active proctype Restarter() {
+    byte i, st, k;
+
+    if
+    :: skip
+#ifdef RESTART
+    :: atomic {         /* the process dies: its threads stop wherever they are */
+           dead[0] = 1;
+           k = 0;
+           do
+           :: k < NT -> thread_alive[k] = 0; idle_asleep[k] = 0; idle_armed[k] = 0; serving_by[k] = NIL; k++
+           :: else -> k = 0; break
+           od
+       }
+       /*
+        * Region::begin_server_epoch, one step here: the race that matters (a client
+        * that read the old epoch sets held_by_server after the scan) straddles it.
+        */
+       atomic {
+           server_epoch++;
+           i = 0;
+           do
+           :: i < NS ->
+               st = state[i];
+               if
+               :: (st & HS) && call_epoch[i] != server_epoch -> state[i] = st & ~(HS | AS)
+               :: else -> st = 0
+               fi;
+               if
+               :: (st & HS) && (st & HC) == 0 -> push_free(i)
+               :: else -> skip
+               fi;
+               /* every client on a slot: the dead server may have let go and died before its wake */
+               if
+#ifdef WAKE_ONLY_CLEARED
+               :: (st & HS) && (state[i] & HC) && client_sleeping[i] -> wake_client(i)
+#else
+               :: (state[i] & HC) && client_sleeping[i] -> wake_client(i)
+#endif
+               :: else -> skip
+               fi;
+               i++
+           :: else -> i = 0; st = 0; break
+           od;
+#ifndef KEEP_DEAD_SPINNER
+           /* the dead process's spinner and sleepers are gone: forget them */
+           spinning = 0; idle_sleeping = 0
+#endif
+       }
+       atomic {
+           run Thread(NT, 1);
+#if NT > 1
+           run Thread(NT + 1, 1)
+#endif
+       }
+#endif
+    fi
+}
+
+/* A call of this epoch rung and not yet taken by any thread. */
+#define CALL_WAITS(b) (bell[b] && (state[b] & (HS | AS)) == HS && call_epoch[b] == server_epoch)
+
+/* When nothing can move any more, look at what is left waiting. */
+active proctype Monitor() {
+    byte k;
+
+end_watch:
+    timeout ->
+    atomic {
+        k = 0;
+        do
+        :: k < NTHREADS ->
+            if :: thread_alive[k] && idle_asleep[k] && (CALL_WAITS(0) || CALL_WAITS(1)) -> lost_wakeup = 1; assert(!lost_wakeup) :: else -> skip fi;
+            k++
+        :: else -> break
+        od;
+        k = 0;
+        do
+        :: k < NS ->
+            if
+            :: leased_by[k] != NIL && client_asleep[leased_by[k]] &&
+               (response[k] || (state[k] & HS) == 0) -> lost_wakeup = 1; assert(!lost_wakeup)
+            :: else -> skip
+            fi;
+            k++
+        :: else -> break
+        od;
+        if :: clients_done != NC -> call_hung = 1; assert(!call_hung) :: else -> skip fi
+    }
+}
+
+init {
+    byte k;
+    atomic {
+        head_idx = 0; link[0] = 1; link[1] = NIL; on_free[0] = 1; on_free[1] = 1;
+        leased_by[0] = NIL; leased_by[1] = NIL; client_of[0] = NIL; client_of[1] = NIL;
+        k = 0;
+        do :: k < NTHREADS -> serving_by[k] = NIL; k++ :: else -> break od
+    }
+    atomic {
+        run Thread(0, 0);
+#if NT > 1
+        run Thread(1, 0);
+#endif
+        run Client(0); run Client(1)
+    }
+}
