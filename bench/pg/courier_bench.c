@@ -2,16 +2,19 @@
  * courier_bench — round trips timed inside the backend, for courier and for
  * what an extension author would otherwise use. Not part of any package.
  *
- *   courier_bench.rtt(transport, size, n) → median_ns, p99_ns, mb_per_s
+ *   courier_bench.rtt(transport, size, n) → median_ns, p99_ns, p999_ns, mb_per_s
  *     transport 'courier': courier_call("echo") through the C API;
  *     'courier:RUNTIME.FN': courier_call("RUNTIME.FN"), an echo of another runtime;
  *     'shm_mq': a pair of shm_mq queues in a DSM segment to an echo in a
  *       dynamic background worker, set up the way test_shm_mq does;
  *     'socket': a Unix-domain socket to an echo in a dynamic background
  *       worker (length-prefixed messages), the sidecar design.
- *   courier_bench.echo_loop(size, start_at, duration_ms) → calls, cpu_s
- *     waits until start_at (epoch seconds), then calls courier.echo for
- *     duration_ms; returns the calls made and this backend's CPU seconds.
+ *   courier_bench.echo_loop(transport, size, start_at, duration_ms) → calls, cpu_s, histogram
+ *     opens the transport (its own echo worker for shm_mq and socket), waits
+ *     until start_at (epoch seconds), then makes round trips for duration_ms;
+ *     returns the calls made, this backend's CPU seconds and the round trips'
+ *     latency histogram (HISTOGRAM_STEPS buckets per power of two of ns, so
+ *     that many sessions' distributions can be merged exactly).
  *   courier_bench.timed_call(fn, payload, start_at) → started, ended
  *     waits until start_at, makes one call, returns when it began and
  *     ended (epoch seconds): many sessions at once show how many calls a
@@ -22,6 +25,7 @@
  */
 #include "postgres.h"
 
+#include <math.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -39,6 +43,8 @@
 #include "storage/proc.h"
 #include "storage/shm_mq.h"
 #include "storage/shm_toc.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/resowner.h"
 #include "tcop/tcopprot.h"
@@ -140,6 +146,8 @@ typedef struct Transport
 	int			fd;
 	char	   *buf;
 	BackgroundWorkerHandle *worker;
+	/* courier */
+	const char *fn;
 } Transport;
 
 static void
@@ -280,6 +288,54 @@ socket_round_trip(Transport *t, const char *data, int size)
 		ereport(ERROR, (errmsg("socket round trip failed")));
 }
 
+/* ---------------------------------------------------------------- any transport */
+
+/* Opens `transport` for messages up to `size` bytes; courier needs nothing but the function's name. */
+static void
+transport_open(Transport *t, const char *transport, int size)
+{
+	memset(t, 0, sizeof *t);
+	if (strcmp(transport, "shm_mq") == 0)
+		shm_mq_open(t);
+	else if (strcmp(transport, "socket") == 0)
+		socket_open(t, size);
+	else if (strcmp(transport, "courier") == 0)
+		t->fn = "echo";
+	else if (strncmp(transport, "courier:", 8) == 0)
+		t->fn = transport + 8;
+	else
+		ereport(ERROR, (errmsg("unknown transport \"%s\"", transport),
+						errhint("Use courier, courier:runtime.function, shm_mq or socket.")));
+}
+
+static void
+transport_round_trip(Transport *t, const char *data, int size)
+{
+	if (t->seg != NULL)
+		shm_mq_round_trip(t, data, size);
+	else if (t->buf != NULL)
+		socket_round_trip(t, data, size);
+	else
+	{
+		struct varlena *r = courier_call(t->fn, data, size);
+
+		if (VARSIZE(r) - VARHDRSZ != (Size) size)
+			ereport(ERROR, (errmsg("courier echo returned the wrong size")));
+		pfree(r);
+	}
+}
+
+static void
+transport_close(Transport *t)
+{
+	if (t->seg != NULL)
+		shm_mq_close(t);
+	if (t->buf != NULL)
+		close(t->fd);
+	if (t->worker != NULL)
+		WaitForBackgroundWorkerShutdown(t->worker);
+}
+
 /* ---------------------------------------------------------------- rtt */
 
 Datum
@@ -292,10 +348,9 @@ courier_bench_rtt(PG_FUNCTION_ARGS)
 	double	   *samples;
 	Transport	t;
 	TupleDesc	desc;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
 	int			warmup = n / 10 + 1;
-	const char *fn = NULL;
 
 	if (size < 0 || n < 1)
 		ereport(ERROR, (errmsg("size must be >= 0 and n >= 1")));
@@ -304,50 +359,23 @@ courier_bench_rtt(PG_FUNCTION_ARGS)
 	data = palloc(size + 1);
 	memset(data, 'x', size);
 	samples = palloc(sizeof(double) * n);
-	memset(&t, 0, sizeof t);
-	if (strcmp(transport, "shm_mq") == 0)
-		shm_mq_open(&t);
-	else if (strcmp(transport, "socket") == 0)
-		socket_open(&t, size);
-	else if (strcmp(transport, "courier") == 0)
-		fn = "echo";
-	else if (strncmp(transport, "courier:", 8) == 0)
-		fn = transport + 8;
-	else
-		ereport(ERROR, (errmsg("unknown transport \"%s\"", transport),
-						errhint("Use courier, courier:runtime.function, shm_mq or socket.")));
-
+	transport_open(&t, transport, size);
 	for (int i = -warmup; i < n; i++)
 	{
 		double		t0 = now_ns();
 
-		if (t.seg != NULL)
-			shm_mq_round_trip(&t, data, size);
-		else if (t.buf != NULL)
-			socket_round_trip(&t, data, size);
-		else
-		{
-			struct varlena *r = courier_call(fn, data, size);
-
-			if (VARSIZE(r) - VARHDRSZ != (Size) size)
-				ereport(ERROR, (errmsg("courier echo returned the wrong size")));
-			pfree(r);
-		}
+		transport_round_trip(&t, data, size);
 		if (i >= 0)
 			samples[i] = now_ns() - t0;
 		CHECK_FOR_INTERRUPTS();
 	}
-	if (t.seg != NULL)
-		shm_mq_close(&t);
-	if (t.buf != NULL)
-		close(t.fd);
-	if (t.worker != NULL)
-		WaitForBackgroundWorkerShutdown(t.worker);
+	transport_close(&t);
 
 	qsort(samples, n, sizeof(double), cmp_double);
 	values[0] = Float8GetDatum(samples[n / 2]);
 	values[1] = Float8GetDatum(samples[Min(n - 1, (int) (n * 0.99))]);
-	values[2] = Float8GetDatum(samples[n / 2] > 0 ? (double) size / samples[n / 2] * 1e3 : 0);
+	values[2] = Float8GetDatum(samples[Min(n - 1, (int) (n * 0.999))]);
+	values[3] = Float8GetDatum(samples[n / 2] > 0 ? (double) size / samples[n / 2] * 1e3 : 0);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
@@ -395,37 +423,76 @@ courier_bench_timed_call(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
+/* ---------------------------------------------------------------- echo_loop */
+
+#define HISTOGRAM_STEPS 16		/* buckets per power of two: about 4% wide */
+#define HISTOGRAM_BUCKETS (40 * HISTOGRAM_STEPS)	/* up to 2^40 ns, about 18 minutes */
+
+/* Bucket b holds latencies in [2^(b/STEPS), 2^((b+1)/STEPS)) ns; bench/run reads it back the same way. */
+static int
+histogram_bucket(double ns)
+{
+	int			b = ns < 1 ? 0 : (int) (log2(ns) * HISTOGRAM_STEPS);
+
+	return Min(b, HISTOGRAM_BUCKETS - 1);
+}
+
+static double
+cpu_seconds_since(const struct rusage *r0)
+{
+	struct rusage r1;
+
+	getrusage(RUSAGE_SELF, &r1);
+	return (r1.ru_utime.tv_sec - r0->ru_utime.tv_sec) + (r1.ru_stime.tv_sec - r0->ru_stime.tv_sec) +
+		((r1.ru_utime.tv_usec - r0->ru_utime.tv_usec) + (r1.ru_stime.tv_usec - r0->ru_stime.tv_usec)) / 1e6;
+}
+
 Datum
 courier_bench_echo_loop(PG_FUNCTION_ARGS)
 {
-	int			size = PG_GETARG_INT32(0);
-	double		start_at = PG_GETARG_FLOAT8(1);
-	int			duration_ms = PG_GETARG_INT32(2);
+	char	   *transport = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int			size = PG_GETARG_INT32(1);
+	double		start_at = PG_GETARG_FLOAT8(2);
+	int			duration_ms = PG_GETARG_INT32(3);
 	char	   *data = palloc(size + 1);
+	int64	   *counts = palloc0(sizeof(int64) * HISTOGRAM_BUCKETS);
+	Datum	   *elems = palloc(sizeof(Datum) * HISTOGRAM_BUCKETS);
 	int64		calls = 0;
-	struct rusage r0,
-				r1;
-	double		end_ns;
+	struct rusage r0;
+	double		t0,
+				end_ns;
+	Transport	t;
 	TupleDesc	desc;
-	Datum		values[2];
-	bool		nulls[2] = {false, false};
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	memset(data, 'y', size);
-	courier_open_session();
+	transport_open(&t, transport, size);
+	if (t.fn != NULL)
+		courier_open_session();
 	wait_until(start_at);
 	getrusage(RUSAGE_SELF, &r0);
-	end_ns = now_ns() + duration_ms * 1e6;
-	while (now_ns() < end_ns)
+	t0 = now_ns();
+	end_ns = t0 + duration_ms * 1e6;
+	while (t0 < end_ns)
 	{
-		pfree(courier_call("echo", data, size));
+		double		t1;
+
+		transport_round_trip(&t, data, size);
+		t1 = now_ns();
+		counts[histogram_bucket(t1 - t0)]++;
 		calls++;
+		t0 = t1;
 		CHECK_FOR_INTERRUPTS();
 	}
-	getrusage(RUSAGE_SELF, &r1);
+	values[1] = Float8GetDatum(cpu_seconds_since(&r0));
+	transport_close(&t);
 	values[0] = Int64GetDatum(calls);
-	values[1] = Float8GetDatum((r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) + (r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) +
-							   ((r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) + (r1.ru_stime.tv_usec - r0.ru_stime.tv_usec)) / 1e6);
+	for (int b = 0; b < HISTOGRAM_BUCKETS; b++)
+		elems[b] = Int64GetDatum(counts[b]);
+	values[2] = PointerGetDatum(construct_array(elems, HISTOGRAM_BUCKETS, INT8OID, sizeof(int64), true,
+												TYPALIGN_DOUBLE));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

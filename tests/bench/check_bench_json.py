@@ -7,7 +7,9 @@ import sys
 RATIOS = ["courier_vs_shm_mq_rtt_64B", "courier_vs_socket_rtt_64B", "core_vs_spin_floor_rtt_64B",
           "throughput_vs_memcpy_1MiB", "scaling_64_vs_peak", "idle_worker_cpu_fraction",
           "wakeups_per_message_under_load", "slow_64_vs_one_cpp_v1", "slow_64_vs_one_cpp_v2_async",
-          "slow_64_vs_one_cpp_v2_driven"]
+          "slow_64_vs_one_cpp_v2_driven", "courier_vs_shm_mq_p99_64B", "scaling_16_vs_2", "spread_64_sessions",
+          "mixed_short_p99_beside_long_vs_alone"] + \
+    [f"calls_{n}_sessions_vs_{b}" for n in (4, 16, 64) for b in ("shm_mq", "socket")]
 
 data = json.load(open(sys.argv[1]))
 errors = []
@@ -23,12 +25,18 @@ for key in ["cores", "model", "kernel"]:
 for transport in ["courier", "courier_spin0", "shm_mq", "socket"]:
     for size in ["64", "4096", "65536", "1048576"]:
         fig = data.get("rtt", {}).get(transport, {}).get(size)
-        if not fig or not fig.get("median_ns", 0) > 0 or not fig.get("p99_ns", 0) >= fig["median_ns"]:
+        if not fig or not fig.get("median_ns", 0) > 0 or not fig.get("p99_ns", 0) >= fig["median_ns"] \
+                or not fig.get("p999_ns", 0) >= fig["p99_ns"]:
             errors.append(f"rtt {transport} {size}: {fig!r}")
-for sessions in ["1", "2", "4", "16", "64"]:
-    row = data.get("concurrency", {}).get(sessions)
-    if not row or not row.get("calls_per_s", 0) > 0:
-        errors.append(f"concurrency {sessions}: {row!r}")
+for transport in ["courier", "shm_mq", "socket"]:
+    for sessions in ["1", "2", "4", "16", "64"]:
+        row = data.get("concurrency", {}).get(transport, {}).get(sessions)
+        if not row or not row.get("calls_per_s", 0) > 0 or not 0 < row.get("p50_ns", 0) <= row["p99_ns"] <= row["p999_ns"]:
+            errors.append(f"concurrency {transport} {sessions}: {row!r}")
+for name in ["short_alone", "short_beside_long"]:
+    row = data.get("mixed", {}).get(name)
+    if not row or not row.get("calls_per_s", 0) > 0 or not row.get("p99_ns", 0) > 0:
+        errors.append(f"mixed {name}: {row!r}")
 for name in ["floor", "core_spin", "core_park", "pipe", "socket", "mqueue"]:
     if not data.get("core", {}).get("rtt_64B", {}).get(name, {}).get("median_ns", 0) > 0:
         errors.append(f"core rtt {name} missing")
