@@ -182,4 +182,17 @@ bool eventually(const std::function<bool()> &cond, double seconds) {
     }
 }
 
+std::string outcome(Conn &c) {
+    std::string result;
+    while (PGresult *r = PQgetResult(c.raw())) {
+        const auto st = PQresultStatus(r);
+        if (st == PGRES_TUPLES_OK && PQntuples(r) > 0)
+            result = PQgetvalue(r, 0, 0);
+        else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+            result = std::string("ERROR: ") + PQresultErrorMessage(r);
+        PQclear(r);
+    }
+    return result;
+}
+
 }  // namespace courier::test

@@ -49,6 +49,9 @@ private:
     PGconn *conn_;
 };
 
+/* The outcome of a query sent with PQsendQuery: its first value, or "ERROR: ..." (waits for it). */
+std::string outcome(Conn &c);
+
 class Cluster {
 public:
     explicit Cluster(const std::vector<std::string> &settings = {}, bool preload = true);

@@ -38,7 +38,7 @@ pid_t worker_pid(Conn &c) {
 void send(Conn &c, const std::string &sql) { ASSERT_EQ(PQsendQuery(c.raw(), sql.c_str()), 1); }
 
 /* Collects the outcome of a sent query: "" on success, else the error. */
-std::string outcome(Conn &c) {
+std::string sent_error(Conn &c) {
     std::string error;
     while (PGresult *r = PQgetResult(c.raw())) {
         const auto st = PQresultStatus(r);
@@ -149,7 +149,7 @@ TEST_F(Courier, CancelTimeoutsAndTerminateGiveTheSlotBack) {
             admin.value("SELECT pg_cancel_backend(" + std::to_string(c.backend_pid()) + ")");
         if (i == 3)
             admin.value("SELECT pg_terminate_backend(" + std::to_string(c.backend_pid()) + ")");
-        const std::string err = outcome(c);
+        const std::string err = sent_error(c);
         EXPECT_FALSE(err.empty()) << "case " << i;
         if (i == 3) {
             EXPECT_TRUE(eventually([&] { return count_slots(admin, "free") == 8; }, 5)) << "terminate";
@@ -264,7 +264,7 @@ TEST(CourierCluster, WorkerExitFailsWaitingCallersAndTheWorkerComesBack) {
     ASSERT_EQ(kill(first, SIGTERM), 0);
     /* Down until the postmaster starts it again (courier's restart delay is 1 s). */
     EXPECT_TRUE(eventually([&] { return admin.value("SELECT value FROM courier.stats() WHERE name = 'server_up'") == "0"; }, 5));
-    const std::string err = outcome(c);
+    const std::string err = sent_error(c);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     /* Either the runtime saw cancelled() and the call failed at once, or the
      * new worker's epoch failed it: an ERROR in both cases, never a hang. */

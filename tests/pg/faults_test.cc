@@ -40,19 +40,6 @@ std::string lifecycle(const std::string &name) {
 
 void send(Conn &c, const std::string &sql) { ASSERT_EQ(PQsendQuery(c.raw(), sql.c_str()), 1); }
 
-std::string outcome(Conn &c) {
-    std::string result;
-    while (PGresult *r = PQgetResult(c.raw())) {
-        const auto st = PQresultStatus(r);
-        if (st == PGRES_TUPLES_OK && PQntuples(r) > 0)
-            result = PQgetvalue(r, 0, 0);
-        else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
-            result = std::string("ERROR: ") + PQresultErrorMessage(r);
-        PQclear(r);
-    }
-    return result;
-}
-
 std::string state_of(Conn &admin, const Conn &session) {
     return admin.value("SELECT coalesce(min(state), 'none') FROM courier.slots() WHERE owner_pid = " +
                        std::to_string(session.backend_pid()));

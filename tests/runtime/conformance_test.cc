@@ -80,20 +80,6 @@ int slots_in(Conn &c, const std::string &state) {
 
 void send(Conn &c, const std::string &sql) { ASSERT_EQ(PQsendQuery(c.raw(), sql.c_str()), 1); }
 
-/* The outcome of a sent query: its first value, or "ERROR: ..." */
-std::string outcome(Conn &c) {
-    std::string result;
-    while (PGresult *r = PQgetResult(c.raw())) {
-        const auto st = PQresultStatus(r);
-        if (st == PGRES_TUPLES_OK && PQntuples(r) > 0)
-            result = PQgetvalue(r, 0, 0);
-        else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
-            result = std::string("ERROR: ") + PQresultErrorMessage(r);
-        PQclear(r);
-    }
-    return result;
-}
-
 /* One cluster per runtime, kept for the fast tests of that runtime. */
 std::map<std::string, std::unique_ptr<Cluster>> &clusters() {
     static std::map<std::string, std::unique_ptr<Cluster>> all;
