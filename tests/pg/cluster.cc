@@ -1,12 +1,14 @@
 #include "cluster.h"
 
 #include <arpa/inet.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -193,6 +195,25 @@ std::string outcome(Conn &c) {
         PQclear(r);
     }
     return result;
+}
+
+std::vector<std::string> threads_taking_postgres_signals(pid_t pid, int *others) {
+    std::vector<std::string> taking;
+    *others = 0;
+    for (const auto &task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+        if (task.path().filename() == std::to_string(pid))
+            continue;
+        std::ifstream f(task.path() / "status");
+        unsigned long long blocked = 0;
+        for (std::string line; std::getline(f, line);)
+            if (line.rfind("SigBlk:", 0) == 0)
+                blocked = std::stoull(line.substr(7), nullptr, 16);
+        for (int sig : {SIGTERM, SIGHUP, SIGINT, SIGUSR1, SIGUSR2, SIGURG, SIGQUIT})
+            if (!(blocked & (1ull << (sig - 1))))
+                taking.push_back(task.path().string() + " takes signal " + std::to_string(sig));
+        ++*others;
+    }
+    return taking;
 }
 
 }  // namespace courier::test

@@ -52,6 +52,12 @@ private:
 /* The outcome of a query sent with PQsendQuery: its first value, or "ERROR: ..." (waits for it). */
 std::string outcome(Conn &c);
 
+/*
+ * The threads of `pid` other than its main one that can take a signal PostgreSQL sends (SIGTERM,
+ * SIGHUP, SIGINT, SIGUSR1, SIGUSR2, SIGURG, SIGQUIT), as "TASK takes SIG"; *others counts them all.
+ */
+std::vector<std::string> threads_taking_postgres_signals(pid_t pid, int *others);
+
 class Cluster {
 public:
     explicit Cluster(const std::vector<std::string> &settings = {}, bool preload = true);

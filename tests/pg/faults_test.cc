@@ -263,17 +263,7 @@ TEST(Faults, RuntimeContractMessagesAndSignals) {
     /* Every thread but the worker's main one (pools, watcher, the runtime's own from init) blocks the signals. */
     const pid_t worker = worker_pid(c);
     int others = 0;
-    for (const auto &task : std::filesystem::directory_iterator("/proc/" + std::to_string(worker) + "/task")) {
-        if (task.path().filename() == std::to_string(worker))
-            continue;
-        std::ifstream f(task.path() / "status");
-        unsigned long long blocked = 0;
-        for (std::string line; std::getline(f, line);)
-            if (line.rfind("SigBlk:", 0) == 0)
-                blocked = std::stoull(line.substr(7), nullptr, 16);
-        for (int sig : {SIGTERM, SIGHUP, SIGINT, SIGUSR1, SIGUSR2, SIGURG, SIGQUIT})
-            EXPECT_TRUE(blocked & (1ull << (sig - 1))) << "thread " << task.path() << " takes signal " << sig;
-        ++others;
-    }
+    for (const std::string &thread : threads_taking_postgres_signals(worker, &others))
+        ADD_FAILURE() << thread;
     EXPECT_GE(others, 4 + 1 + 1);  // the pool, the watcher, the probe's timer thread
 }

@@ -266,18 +266,8 @@ TEST_P(ForeignRuntime, SignalsStayWithPostgres) {
     const pid_t worker = std::stoi(c.value("SELECT value FROM courier.stats() WHERE name = 'server_pid'"));
     /* No thread but the worker's main one may take a signal PostgreSQL sends it. */
     int threads = 0;
-    for (const auto &task : std::filesystem::directory_iterator("/proc/" + std::to_string(worker) + "/task")) {
-        if (task.path().filename() == std::to_string(worker))
-            continue;
-        std::ifstream f(task.path() / "status");
-        unsigned long long blocked = 0;
-        for (std::string line; std::getline(f, line);)
-            if (line.rfind("SigBlk:", 0) == 0)
-                blocked = std::stoull(line.substr(7), nullptr, 16);
-        for (int sig : {SIGTERM, SIGHUP, SIGINT, SIGUSR1, SIGUSR2, SIGURG, SIGQUIT})
-            EXPECT_TRUE(blocked & (1ull << (sig - 1))) << task.path() << " takes signal " << sig;
-        ++threads;
-    }
+    for (const std::string &thread : threads_taking_postgres_signals(worker, &threads))
+        ADD_FAILURE() << thread;
     EXPECT_GT(threads, threads_min_for(GetParam()));
     EXPECT_EQ(cl.log().find("started threads that take"), std::string::npos) << cl.log();
     /* SIGHUP reloads; a ProcSignal barrier (DROP DATABASE waits for every process's latch) completes. */
