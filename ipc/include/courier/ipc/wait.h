@@ -186,6 +186,33 @@ inline void adapt_spin(Waiter &self, std::chrono::nanoseconds waited, std::chron
     }
 }
 
+/* Spins on check() for this Waiter's share of the budget; true, with *s, if it resolved meanwhile. */
+template <typename Check>
+bool spin_on(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters *counters,
+             std::chrono::steady_clock::time_point started, Check &check, Status *s) {
+    using clock = std::chrono::steady_clock;
+    const std::uint32_t shift = self.spin_shift.load(std::memory_order_relaxed);
+    const std::chrono::nanoseconds spin =
+        shift >= max_spin_shift ? std::chrono::nanoseconds(0) : policy.spin / (1u << shift);
+    if (spin.count() <= 0 || !enter_spin(policy))
+        return false;
+    const auto spin_end = started + spin;
+    for (unsigned i = 1;; ++i) {
+        cpu_relax();
+        *s = check();
+        if (*s != Status::would_block) {
+            leave_spin(policy);
+            adapt_spin(self, clock::now() - started, policy.spin);
+            bump(counters, Counter::spin_hits);
+            return true;
+        }
+        if ((i & 63) == 0 && (clock::now() >= spin_end || waker.interrupted(self)))
+            break;
+    }
+    leave_spin(policy);
+    return false;
+}
+
 template <typename Check>
 Status wait_until(Waiter &self, Waker &waker, const WaitPolicy &policy,
                   SideCounters *counters, Check &&check) {
@@ -195,25 +222,8 @@ Status wait_until(Waiter &self, Waker &waker, const WaitPolicy &policy,
         return s;
 
     const auto started = clock::now();
-    const std::uint32_t shift = self.spin_shift.load(std::memory_order_relaxed);
-    const std::chrono::nanoseconds spin =
-        shift >= max_spin_shift ? std::chrono::nanoseconds(0) : policy.spin / (1u << shift);
-    if (spin.count() > 0 && enter_spin(policy)) {
-        const auto spin_end = started + spin;
-        for (unsigned i = 1;; ++i) {
-            cpu_relax();
-            s = check();
-            if (s != Status::would_block) {
-                leave_spin(policy);
-                adapt_spin(self, clock::now() - started, policy.spin);
-                bump(counters, Counter::spin_hits);
-                return s;
-            }
-            if ((i & 63) == 0 && (clock::now() >= spin_end || waker.interrupted(self)))
-                break;
-        }
-        leave_spin(policy);
-    }
+    if (spin_on(self, waker, policy, counters, started, check, &s))
+        return s;
     /* Whatever happens below, this wait outlived the spin it was given. */
     struct Learn {
         Waiter &self;
