@@ -25,7 +25,14 @@
  * (a wake that lands between prepare and park makes park return, a wake
  * of a Waiter many threads sleep on wakes one of them); a spin is any
  * number of looks, which nondeterminism covers with one look or none.
- * Streaming (a server parked on a full ring) is not modelled.
+ * The server's waits on its slot (a request still coming, a full ring) are
+ * not modelled: it waits on the condition itself. The epoch's scan is one
+ * step (see Restarter). These keep the restart configuration at 27 M
+ * states; it has one serving thread per process, the others two.
+ *
+ * -DLONG_CALL makes client 0's calls end only once client 1 is done: with
+ * two threads, client 1's calls must then be taken by the idle thread, so
+ * a wakeup lost to it is a call that never ends.
  *
  * The claims: each is a flag named after it, set and asserted false where it
  * would break (so a violation reads "assertion violated !(lost_wakeup)"),
