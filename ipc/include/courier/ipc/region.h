@@ -33,11 +33,11 @@
  * Epochs: a serving process calls begin_server_epoch() when it starts,
  * before any of its threads may take a call. It clears the server's bits
  * on every slot (the old server will never finish those calls), releases
- * slots whose client is gone too, and wakes every client on a slot (one
- * whose response was published just before the old server died between
- * letting go and waking it would sleep on): those still waiting
- * they see the epoch change, fail the call with server_restarted and
- * abandon the slot, whose rings may hold the dead server's bytes. A
+ * slots whose client is gone too, and wakes every client on a slot, not
+ * only those whose call it cleared (a server may have published its
+ * response and let go, then died before its wake). Those still waiting
+ * see the epoch change, fail the call with server_restarted and abandon
+ * the slot, whose rings may hold the dead server's bytes. A
  * client that read the old epoch just before the scan and set its bit just
  * after it is caught by accept(), which refuses (and lets go of) any call
  * whose epoch is not the current one. It also forgets the dead process's
