@@ -354,7 +354,7 @@ void define_gucs() {
                             nullptr, &guc_call_timeout_ms, 0, 0, INT_MAX, PGC_USERSET, GUC_UNIT_MS,
                             nullptr, nullptr, nullptr);
     DefineCustomIntVariable("courier.slot_wait_timeout",
-                            "How long a call waits for a free courier slot before it fails.", nullptr,
+                            "How long a call waits for a free courier slot, or for the courier worker to start, before it fails.", nullptr,
                             &guc_slot_wait_timeout_ms, 5000, 0, INT_MAX, PGC_USERSET, GUC_UNIT_MS,
                             nullptr, nullptr, nullptr);
     courier_session_init();  // defines courier.enabled with its assign hook

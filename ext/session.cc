@@ -30,6 +30,7 @@ extern "C" {
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "storage/proc.h"
 #include "utils/guc.h"
 #include "utils/wait_event.h"
@@ -122,16 +123,51 @@ void nap(long ms) {
     CHECK_FOR_INTERRUPTS();
 }
 
+/* A worker serves calls: one has begun its epoch and has not stopped, nor begun to stop. */
+bool worker_up(ipc::Region &r) {
+    return r.server_epoch() != 0 && r.stats().header().server_up.load(std::memory_order_acquire) != 0;
+}
+
+[[noreturn]] void raise_no_worker(ipc::Region &r) {
+    if (r.server_epoch() == 0)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("the courier worker has not started"),
+                        errdetail("Waited %d ms (courier.slot_wait_timeout) for it.", guc_slot_wait_timeout_ms),
+                        errhint("The server log says why: look for \"courier\" there. max_worker_processes (%d) "
+                                "may be used up by other background workers: courier needs one.",
+                                max_worker_processes)));
+    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                    errmsg("the courier worker stopped and has not started again"),
+                    errdetail("Waited %d ms (courier.slot_wait_timeout) for it.", guc_slot_wait_timeout_ms),
+                    errhint("The server log says why it stopped: look for \"courier\" there.")));
+    pg_unreachable();
+}
+
+/*
+ * Waits, up to courier.slot_wait_timeout, for a worker: the first, or the
+ * successor of one that stopped (the postmaster starts it 1 s later). A call
+ * begun with none would be failed by the successor as begun under a dead
+ * server, though no server ever saw it.
+ *
+ * PostgreSQL 15's postmaster can sleep through that restart: it computes its
+ * timeout with signals blocked, and a SIGCHLD taken on unblocking, just before
+ * select(), leaves it asleep for up to a minute. Each second of waiting asks
+ * it to look at its background workers (the signal a dynamic registration
+ * sends), which ends such a sleep and is harmless otherwise.
+ */
 void wait_for_worker(ipc::Region &r) {
+    if (worker_up(r))
+        return;
     const auto start = clock_type::now();
-    while (r.server_epoch() == 0) {
-        if (elapsed_ms(start) >= guc_slot_wait_timeout_ms)
-            ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                            errmsg("the courier worker has not started"),
-                            errdetail("Waited %d ms (courier.slot_wait_timeout) for it.", guc_slot_wait_timeout_ms),
-                            errhint("The server log says why: look for \"courier\" there. max_worker_processes (%d) "
-                                    "may be used up by other background workers: courier needs one.",
-                                    max_worker_processes)));
+    long next_nudge_ms = 1000;
+    while (!worker_up(r)) {
+        const long waited_ms = elapsed_ms(start);
+        if (waited_ms >= guc_slot_wait_timeout_ms)
+            raise_no_worker(r);
+        if (waited_ms >= next_nudge_ms) {
+            SendPostmasterSignal(PMSIGNAL_BACKGROUND_WORKER_CHANGE);
+            next_nudge_ms += 1000;
+        }
         nap(10);
     }
 }
@@ -151,9 +187,9 @@ void open_session() {
         callbacks_registered = true;
     }
     release_pending = false;
+    wait_for_worker(r);
     if (client->is_open())
         return;
-    wait_for_worker(r);
     const auto start = clock_type::now();
     long nap_ms = 1;
     for (;;) {

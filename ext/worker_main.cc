@@ -148,6 +148,7 @@ extern "C" void courier_worker_main(Datum) {
         }
     }
 
+    mark_down(0, 0);  // new calls wait for the successor instead of starting on a worker that is going
     worker::StopReport report;
     if (!guarded([&] { report = running->stop(); }))
         ereport(LOG, (errmsg("courier worker stopped with an error: %s", failure)));

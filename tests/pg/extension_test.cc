@@ -277,6 +277,26 @@ TEST(CourierCluster, WorkerExitFailsWaitingCallersAndTheWorkerComesBack) {
     EXPECT_TRUE(eventually([&] { return count_slots(admin, "free") == 3; }, 5));  // c holds one
 }
 
+/* Between a worker's exit and its successor's start, a new call waits for the successor: no server ever saw it. */
+TEST(CourierCluster, ACallMadeWhileTheWorkerIsDownIsServedByItsSuccessor) {
+    Cluster cluster({"courier.slots = 4"});
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn admin = cluster.connect();
+    ASSERT_TRUE(admin.exec("CREATE EXTENSION courier"));
+    Conn c = cluster.connect();
+    EXPECT_EQ(c.value("SELECT convert_from(courier.echo('before'), 'UTF8')"), "before");  // c holds its slot
+    const pid_t first = worker_pid(admin);
+    ASSERT_EQ(kill(first, SIGTERM), 0);
+    ASSERT_TRUE(eventually([&] { return kill(first, 0) != 0; }, 10));  // reaped; the successor starts 1 s later
+    ASSERT_EQ(admin.value("SELECT value FROM courier.stats() WHERE name = 'server_up'"), "0");
+    std::string error;
+    const auto out = c.exec("SELECT convert_from(courier.echo('during'), 'UTF8')", &error);
+    ASSERT_TRUE(out.has_value()) << error;
+    EXPECT_STREQ(PQgetvalue(out->get(), 0, 0), "during");
+    EXPECT_NE(worker_pid(admin), first);
+    EXPECT_EQ(admin.value("SELECT value FROM courier.stats() WHERE name = 'server_restarts'"), "1");
+}
+
 TEST(CourierCluster, WorkerSigkillRestartsPostgresAndCallsWorkAfterwards) {
     Cluster cluster({"courier.slots = 4"});
     ASSERT_TRUE(cluster.running()) << cluster.log();
