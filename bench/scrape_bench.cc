@@ -14,7 +14,7 @@
 
 #include <prometheus/text_serializer.h>
 
-#include "../exporter/collector.h"
+#include "courier/exporter/collector.h"
 #include "courier/ipc/layout.h"
 #include "courier/ipc/stats.h"
 

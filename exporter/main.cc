@@ -27,7 +27,8 @@
 
 #include <prometheus/exposer.h>
 
-#include "collector.h"
+#include "courier/exporter/collector.h"
+#include "courier/exporter/metrics.h"
 #include "courier/ipc/stats.h"
 
 #ifndef COURIER_VERSION
@@ -46,6 +47,7 @@ namespace {
            "  --courier.data-directory=DIR     or its data directory (port from postmaster.pid / postgresql.conf)\n"
            "  --web.basic-auth-user=USER       require HTTP basic auth with this user...\n"
            "  --web.basic-auth-password-file=F ...and the password in this file\n"
+           "  --metrics-markdown               print the metrics served, as exporter/METRICS.md\n"
            "  --version, --help\n";
     std::exit(status);
 }
@@ -78,6 +80,10 @@ std::map<std::string, std::string> parse(int argc, char **argv) {
             usage("", 0);
         if (a == "--version") {
             std::cout << "courier_exporter " << COURIER_VERSION << "\n";
+            std::exit(0);
+        }
+        if (a == "--metrics-markdown") {
+            std::cout << courier::exporter::metrics_markdown();
             std::exit(0);
         }
         if (a.rfind("--", 0) != 0)

@@ -13,23 +13,13 @@
 namespace courier::ipc {
 namespace {
 
-constexpr const char *side_names[] = {
-#define COURIER_X(name, help) #name,
+constexpr CounterInfo side_counters[] = {
+#define COURIER_X(name, metric, as, help) {#name, metric, Published::as, help},
     COURIER_SIDE_COUNTERS(COURIER_X)
 #undef COURIER_X
 };
-constexpr const char *side_helps[] = {
-#define COURIER_X(name, help) help,
-    COURIER_SIDE_COUNTERS(COURIER_X)
-#undef COURIER_X
-};
-constexpr const char *global_names[] = {
-#define COURIER_X(name, help) #name,
-    COURIER_GLOBAL_COUNTERS(COURIER_X)
-#undef COURIER_X
-};
-constexpr const char *global_helps[] = {
-#define COURIER_X(name, help) help,
+constexpr CounterInfo global_counters[] = {
+#define COURIER_X(name, metric, as, help) {#name, metric, Published::as, help},
     COURIER_GLOBAL_COUNTERS(COURIER_X)
 #undef COURIER_X
 };
@@ -42,10 +32,8 @@ constexpr std::size_t globals_bytes = (sizeof(GlobalCounters) + 63) / 64 * 64;
 std::string stats_segment_name(int port) { return "/courier-" + std::to_string(port); }
 std::string stats_segment_path(int port) { return "/dev/shm/courier-" + std::to_string(port); }
 
-const char *counter_name(Counter c) { return side_names[static_cast<std::size_t>(c)]; }
-const char *counter_help(Counter c) { return side_helps[static_cast<std::size_t>(c)]; }
-const char *counter_name(GlobalCounter c) { return global_names[static_cast<std::size_t>(c)]; }
-const char *counter_help(GlobalCounter c) { return global_helps[static_cast<std::size_t>(c)]; }
+const CounterInfo &counter_info(Counter c) { return side_counters[static_cast<std::size_t>(c)]; }
+const CounterInfo &counter_info(GlobalCounter c) { return global_counters[static_cast<std::size_t>(c)]; }
 
 StatsView StatsView::create(void *base, std::size_t size, std::uint32_t slots) {
     std::memset(base, 0, size);
@@ -161,12 +149,12 @@ std::vector<StatRow> stat_rows(const StatsSnapshot &snap) {
     rows.push_back({"slots", snap.slots, "Slots configured"});
     rows.push_back({"slots_in_use", snap.slots_in_use, "Slots leased or being served"});
     for (std::size_t i = 0; i < global_counter_count; ++i)
-        rows.push_back({global_names[i], snap.global[i], global_helps[i]});
+        rows.push_back({global_counters[i].name, snap.global[i], global_counters[i].help});
     for (std::size_t i = 0; i < side_counter_count; ++i) {
-        rows.push_back({std::string("client_") + side_names[i], snap.client[i],
-                        std::string(side_helps[i]) + " (backend side)"});
-        rows.push_back({std::string("server_") + side_names[i], snap.server[i],
-                        std::string(side_helps[i]) + " (worker side)"});
+        rows.push_back({std::string("client_") + side_counters[i].name, snap.client[i],
+                        std::string(side_counters[i].help) + " (backend side)"});
+        rows.push_back({std::string("server_") + side_counters[i].name, snap.server[i],
+                        std::string(side_counters[i].help) + " (worker side)"});
     }
     rows.push_back({"calls", snap.calls, "Calls completed or failed"});
     rows.push_back({"call_errors", snap.call_errors, "Calls that ended in an error"});

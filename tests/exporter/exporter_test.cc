@@ -22,7 +22,8 @@
 
 #include <prometheus/text_serializer.h>
 
-#include "../../exporter/collector.h"
+#include "courier/exporter/collector.h"
+#include "courier/exporter/metrics.h"
 #include "courier/ipc/layout.h"
 #include "courier/ipc/stats.h"
 
@@ -147,6 +148,43 @@ TEST(Exporter, ServesTheSegmentsCountersWithLabelsAndBaseUnits) {
                              "courier_runtime_calls_total{runtime=\"fusion\"} 1",
                              "courier_runtime_call_errors_total{runtime=\"fusion\"} 1"})
         EXPECT_TRUE(has_line(text, line)) << "missing: " << line << "\n" << text;
+}
+
+/* Every row of ipc/stats.h's counter table is served under its metric, with its own value and help. */
+TEST(Exporter, EveryCounterOfTheTableIsServedWithItsValue) {
+    const int port = 62000 + getpid() % 1000;
+    FakeSegment seg(port, 2);
+    ipc::StatsView &v = seg.view();
+    for (std::size_t i = 0; i < ipc::global_counter_count; ++i)
+        v.add(static_cast<ipc::GlobalCounter>(i), (i + 1) * 1'000'000'000ull);
+    for (std::size_t i = 0; i < ipc::side_counter_count; ++i) {
+        ipc::bump(&v.slot(0)->client, static_cast<ipc::Counter>(i), 100 + i);
+        ipc::bump(&v.slot(1)->server, static_cast<ipc::Counter>(i), 200 + i);
+    }
+    const std::string text = scrape(exporter::StatsCollector(ipc::stats_segment_name(port), geteuid()));
+    for (std::size_t i = 0; i < ipc::global_counter_count; ++i) {
+        const ipc::CounterInfo &c = ipc::counter_info(static_cast<ipc::GlobalCounter>(i));
+        const std::uint64_t value = c.as == ipc::Published::in_seconds ? i + 1 : (i + 1) * 1'000'000'000ull;
+        EXPECT_TRUE(has_line(text, std::string(c.metric) + " " + std::to_string(value))) << c.name << "\n" << text;
+        EXPECT_TRUE(has_line(text, std::string("# HELP ") + c.metric + " " + c.help)) << c.name;
+    }
+    for (std::size_t i = 0; i < ipc::side_counter_count; ++i) {
+        const ipc::CounterInfo &c = ipc::counter_info(static_cast<ipc::Counter>(i));
+        const bool by_side = c.as == ipc::Published::by_side;
+        const std::string client = by_side ? "{side=\"backend\"} " : "{direction=\"to_worker\"} ";
+        const std::string server = by_side ? "{side=\"worker\"} " : "{direction=\"to_backend\"} ";
+        EXPECT_TRUE(has_line(text, c.metric + client + std::to_string(100 + i))) << c.name << "\n" << text;
+        EXPECT_TRUE(has_line(text, c.metric + server + std::to_string(200 + i))) << c.name << "\n" << text;
+    }
+}
+
+/* exporter/METRICS.md is what the exporter serves: regenerate it when a metric changes. */
+TEST(Exporter, TheDocumentedMetricsAreTheOnesServed) {
+    std::ifstream f(COURIER_METRICS_MD);
+    ASSERT_TRUE(f) << COURIER_METRICS_MD;
+    const std::string documented((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(documented, exporter::metrics_markdown())
+        << "exporter/METRICS.md is stale: run courier_exporter --metrics-markdown > exporter/METRICS.md";
 }
 
 TEST(Exporter, ReportsDownWithoutFailingAndPicksTheSegmentUpAgain) {

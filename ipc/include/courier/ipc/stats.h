@@ -20,8 +20,12 @@
  * rather than a locked read-modify-write. Readers sum them and may see a
  * value that is a few increments old, never a torn one.
  *
- * The counter lists below are X-macros so that the exporter, courier.stats()
- * and the tests enumerate the same names and help texts.
+ * The counter lists below are the one table of courier's counters: the
+ * segment's layout, courier.stats(), the exporter's metrics and
+ * exporter/METRICS.md are generated from them. Adding a counter is one
+ * line here (the exporter publishes it under the metric name given, and
+ * the segment's version changes with the table);
+ * tests/exporter checks METRICS.md against the exporter.
  */
 #pragma once
 
@@ -38,34 +42,45 @@
 
 namespace courier::ipc {
 
-/* name, help — per slot and per side (client = backend, server = worker). */
-#define COURIER_SIDE_COUNTERS(X)                                                        \
-    X(wakeups_sent, "Wakeups sent to a peer that announced it was sleeping")            \
-    X(wakeups_elided, "Wakeups skipped because the peer was still spinning")            \
-    X(spurious_wakeups, "Wakeups after which there was nothing to do")                  \
-    X(spin_hits, "Waits satisfied while spinning, without sleeping")                    \
-    X(sleeps, "Waits that parked (latch or futex) after the spin budget")               \
-    X(ring_full_stalls, "Times a producer found its ring full and had to wait")         \
-    X(messages_sent, "Messages sent by this side")                                      \
-    X(bytes_sent, "Payload bytes sent by this side")
+/*
+ * name, exporter metric, published as, help — per slot and per side
+ * (client = backend, server = worker). by_side: one series per side
+ * (side="backend"|"worker"); by_direction: what a side sends, as
+ * direction="to_worker"|"to_backend".
+ */
+#define COURIER_SIDE_COUNTERS(X)                                                                              \
+    X(wakeups_sent, "courier_wakeups_sent_total", by_side, "Wakeups sent to a peer that announced it was sleeping") \
+    X(wakeups_elided, "courier_wakeups_elided_total", by_side, "Wakeups skipped because the peer was still spinning") \
+    X(spurious_wakeups, "courier_spurious_wakeups_total", by_side, "Wakeups after which there was nothing to do")  \
+    X(spin_hits, "courier_spin_hits_total", by_side, "Waits satisfied while spinning, without sleeping")           \
+    X(sleeps, "courier_sleeps_total", by_side, "Waits that slept (latch or futex) after the spin budget")          \
+    X(ring_full_stalls, "courier_ring_full_stalls_total", by_side, "Times a sender found its ring full and waited") \
+    X(messages_sent, "courier_messages_total", by_direction, "Messages sent")                                    \
+    X(bytes_sent, "courier_bytes_total", by_direction, "Payload bytes sent")
 
-/* name, help — global, rare events. */
-#define COURIER_GLOBAL_COUNTERS(X)                                                      \
-    X(leases, "Slots leased from the free list")                                        \
-    X(releases, "Slots returned to the free list")                                      \
-    X(freelist_cas_retries, "Compare-and-swap retries on the free-list head")           \
-    X(freelist_empty, "Lease attempts that found the free list empty")                  \
-    X(slot_wait_ns, "Nanoseconds callers spent waiting for a free slot")                \
-    X(slot_wait_timeouts, "Callers that gave up waiting for a free slot")               \
-    X(abandons, "Calls abandoned by their requester (cancel, timeout, error, exit)")   \
-    X(late_responses_dropped, "Responses dropped because the requester had abandoned") \
-    X(calls_dropped_unstarted, "Calls given up by their requester while queued, never run") \
-    X(corrupt_frames, "Frames or indexes rejected as corrupt")                          \
-    X(too_large, "Messages refused for exceeding max_message_size")                     \
-    X(server_restarts, "Times the serving side started a new epoch")
+/* name, exporter metric, published as, help — global, rare events. in_seconds: counted in ns, published in s. */
+#define COURIER_GLOBAL_COUNTERS(X)                                                                            \
+    X(leases, "courier_slot_leases_total", as_is, "Slots leased from the free list")                          \
+    X(releases, "courier_slot_releases_total", as_is, "Slots returned to the free list")                      \
+    X(freelist_cas_retries, "courier_freelist_cas_retries_total", as_is,                                      \
+      "Compare-and-swap retries on the free list's head (contention)")                                       \
+    X(freelist_empty, "courier_slot_exhaustion_total", as_is, "Lease attempts that found every slot taken")   \
+    X(slot_wait_ns, "courier_slot_wait_seconds_total", in_seconds, "Time sessions spent waiting for a free slot") \
+    X(slot_wait_timeouts, "courier_slot_wait_timeouts_total", as_is,                                          \
+      "Calls that failed after waiting courier.slot_wait_timeout for a slot")                                 \
+    X(abandons, "courier_call_abandons_total", as_is,                                                         \
+      "Calls abandoned by their session (cancel, timeout, error, exit)")                                      \
+    X(late_responses_dropped, "courier_late_responses_dropped_total", as_is,                                  \
+      "Responses dropped because the session had abandoned the call")                                         \
+    X(calls_dropped_unstarted, "courier_calls_dropped_unstarted_total", as_is,                                \
+      "Calls given up by their session while queued, never run")                                              \
+    X(corrupt_frames, "courier_corrupt_frames_total", as_is, "Frames or indexes rejected as corrupt")          \
+    X(too_large, "courier_messages_too_large_total", as_is,                                                   \
+      "Messages refused for exceeding courier.max_message_size")                                              \
+    X(server_restarts, "courier_worker_restarts_total", as_is, "Times the courier worker started again")
 
 enum class Counter : std::uint8_t {
-#define COURIER_X(name, help) name,
+#define COURIER_X(name, metric, as, help) name,
     COURIER_SIDE_COUNTERS(COURIER_X)
 #undef COURIER_X
         count_
@@ -73,7 +88,7 @@ enum class Counter : std::uint8_t {
 inline constexpr std::size_t side_counter_count = static_cast<std::size_t>(Counter::count_);
 
 enum class GlobalCounter : std::uint8_t {
-#define COURIER_X(name, help) name,
+#define COURIER_X(name, metric, as, help) name,
     COURIER_GLOBAL_COUNTERS(COURIER_X)
 #undef COURIER_X
         count_
@@ -81,10 +96,18 @@ enum class GlobalCounter : std::uint8_t {
 inline constexpr std::size_t global_counter_count =
     static_cast<std::size_t>(GlobalCounter::count_);
 
-const char *counter_name(Counter c);
-const char *counter_help(Counter c);
-const char *counter_name(GlobalCounter c);
-const char *counter_help(GlobalCounter c);
+/* How the exporter publishes a counter (the third column above). */
+enum class Published : std::uint8_t { by_side, by_direction, as_is, in_seconds };
+
+struct CounterInfo {
+    const char *name;    // courier.stats()'s row (side counters: prefixed client_ / server_)
+    const char *metric;  // the exporter's metric family
+    Published as;
+    const char *help;
+};
+
+const CounterInfo &counter_info(Counter c);
+const CounterInfo &counter_info(GlobalCounter c);
 
 /* Call latency buckets, upper bounds in nanoseconds: 1 µs .. 10 s, then +Inf. */
 inline constexpr std::array<std::uint64_t, 22> latency_bounds_ns = {
@@ -113,7 +136,22 @@ struct alignas(64) SlotStats {
 };
 
 inline constexpr std::uint64_t stats_magic = 0x5354415452554f43ull;  // "COURSTAT"
-inline constexpr std::uint32_t stats_version = 2;
+/*
+ * The layout's version: the structure's own (stats_layout), mixed with every
+ * counter's name in order, so that adding, removing or moving a counter in
+ * the table makes an older exporter refuse the segment rather than misread it.
+ */
+inline constexpr std::uint32_t stats_layout = 2;
+inline constexpr char stats_counter_names[] =
+#define COURIER_X(name, metric, as, help) #name ","
+    COURIER_SIDE_COUNTERS(COURIER_X) "|" COURIER_GLOBAL_COUNTERS(COURIER_X);
+#undef COURIER_X
+constexpr std::uint32_t fnv1a(const char *s, std::uint32_t h) {
+    for (; *s != '\0'; ++s)
+        h = (h ^ static_cast<unsigned char>(*s)) * 16777619u;
+    return h;
+}
+inline constexpr std::uint32_t stats_version = fnv1a(stats_counter_names, 2166136261u ^ stats_layout);
 
 /* What the worker made of a runtime. */
 enum class RuntimeState : std::uint32_t { unknown = 0, loaded = 1, failed = 2 };
