@@ -27,10 +27,15 @@ Status Endpoint::call_alive() const {
     return region->client_gone(index, generation) ? Status::abandoned : Status::ok;
 }
 
-/* The consumer made room: wake a producer that sleeps on a full ring. */
+/*
+ * The consumer made room: wake a producer that sleeps on a full ring, and
+ * no one else. A peer parked for data (the client, once its request is
+ * read, waits for the response) would only wake, find nothing and park
+ * again: that was a second wakeup per call, a signal to a backend each.
+ */
 static void notify_room(const Endpoint &ep) {
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (ep.peer().sleeping.load(std::memory_order_relaxed)) {
+    if (ep.peer().sleeping.load(std::memory_order_relaxed) == sleeping_for_room) {
         ep.waker->wake(ep.peer());
         bump(ep.counters, Counter::wakeups_sent);
     }
@@ -63,7 +68,7 @@ Status MessageWriter::open_frame(std::uint64_t min, std::uint64_t max) {
         }
         const Status alive = ep_.call_alive();
         return alive == Status::ok ? Status::would_block : alive;
-    });
+    }, sleeping_for_room);
     if (s == Status::ok) {
         open_ = true;
         frame_used_ = 0;

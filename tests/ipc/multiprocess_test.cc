@@ -174,6 +174,30 @@ TEST(MultiProcess, LostWakeupStressWithZeroSpinParksEveryExchange) {
     EXPECT_GT(snap.client[static_cast<int>(Counter::sleeps)], 0u);
     EXPECT_GT(snap.client[static_cast<int>(Counter::wakeups_sent)], 0u);
     EXPECT_GT(snap.server[static_cast<int>(Counter::wakeups_sent)], 0u);
+    /* A client parks once per call, for its response: reading its request must not wake it too. */
+    EXPECT_LE(snap.server[static_cast<int>(Counter::wakeups_sent)], snap.calls);
+}
+
+/* Messages of several rings with no spinning: every wait for room parks, and the consumer's release must wake it. */
+TEST(MultiProcess, StreamingWithZeroSpinParksOnFullRingsAndLosesNoWakeup) {
+    TestSegment seg(RegionParams{4, 4096, 1 << 20});
+    FutexWaker waker;
+    const pid_t server = spawn([&] {
+        run_test_server(seg, waker, 0ns);
+        return 0;
+    });
+    std::vector<pid_t> kids;
+    for (int p = 0; p < 2; ++p)
+        kids.push_back(spawn([&, p] { return ping_pong_client(seg, 200 + p, 300, 6 * 4096 + 5, 0ns); }));
+    for (pid_t k : kids)
+        EXPECT_TRUE(exited_ok(k));  // a lost wakeup is a 20 s timeout → failure
+    stop_test_server(seg, waker);
+    EXPECT_TRUE(exited_ok(server));
+    auto snap = read_stats(seg.stats());
+    EXPECT_EQ(snap.calls, 600u);
+    EXPECT_EQ(snap.call_errors, 0u);
+    EXPECT_GT(snap.client[static_cast<int>(Counter::ring_full_stalls)], 0u);
+    EXPECT_GT(snap.server[static_cast<int>(Counter::ring_full_stalls)], 0u);
 }
 
 TEST(MultiProcess, AbandonRacesNeverReuseASlotTheServerMayWrite) {

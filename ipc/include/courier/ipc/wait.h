@@ -36,8 +36,9 @@
  * Waiter lives in shared memory; how to wake it is the Waker's business.
  * A Waiter with latch_proc >= 0 sleeps on a PostgreSQL latch (the ext's
  * waker); otherwise on the futex word (FutexWaker, usable from any thread).
- * A slot's Waiters have one sleeper each, so `sleeping` is 0 or 1; a
- * runtime's idle Waiter counts its parked threads (dispatch.h).
+ * A slot's Waiters have one sleeper each, so `sleeping` is 0 or what it
+ * parked for (data, or room in a full ring: a consumer's release wakes only
+ * the latter); a runtime's idle Waiter counts its parked threads (dispatch.h).
  */
 #pragma once
 
@@ -51,7 +52,11 @@
 
 namespace courier::ipc {
 
+/* What a slot's parked side waits for (Waiter::sleeping); 0 is awake. */
+enum SleepingFor : std::uint32_t { sleeping_for_data = 1, sleeping_for_room = 2 };
+
 struct alignas(cache_line) Waiter {
+    /* 0, or what the side parked for: a consumer's release wakes only a producer stopped on a full ring. */
     std::atomic<std::uint32_t> sleeping;
     std::atomic<std::uint32_t> futex_word;
     std::atomic<std::int32_t> latch_proc;  // PGPROC number, or -1 for futex
@@ -214,8 +219,8 @@ bool spin_on(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters 
 }
 
 template <typename Check>
-Status wait_until(Waiter &self, Waker &waker, const WaitPolicy &policy,
-                  SideCounters *counters, Check &&check) {
+Status wait_until(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters *counters, Check &&check,
+                  SleepingFor why = sleeping_for_data) {
     using clock = std::chrono::steady_clock;
     Status s = check();
     if (s != Status::would_block)
@@ -234,7 +239,7 @@ Status wait_until(Waiter &self, Waker &waker, const WaitPolicy &policy,
 
     for (;;) {
         const std::uint32_t token = waker.prepare(self);
-        self.sleeping.store(1, std::memory_order_relaxed);
+        self.sleeping.store(why, std::memory_order_relaxed);
         std::atomic_thread_fence(std::memory_order_seq_cst);
         s = check();
         if (s != Status::would_block) {
