@@ -140,14 +140,16 @@ const char *parse_runtimes(const char *value, std::vector<worker::RuntimeSpec> *
 }
 
 bool check_runtimes(char **newval, void **, GucSource) {
-    std::vector<worker::RuntimeSpec> parsed;
-    if (const char *why = parse_runtimes(*newval, &parsed)) {
-        GUC_check_errdetail("courier.runtimes: %s.", why);
-        GUC_check_errhint("Write a comma-separated list of runtime libraries, each as name=library or library, "
-                          "for example 'courier_echo, fusion=/opt/fusion/libfusion.so'.");
-        return false;
-    }
-    return true;
+    return pg::door([&] {
+        std::vector<worker::RuntimeSpec> parsed;
+        if (const char *why = parse_runtimes(*newval, &parsed)) {
+            GUC_check_errdetail("courier.runtimes: %s.", why);
+            GUC_check_errhint("Write a comma-separated list of runtime libraries, each as name=library or library, "
+                              "for example 'courier_echo, fusion=/opt/fusion/libfusion.so'.");
+            return false;
+        }
+        return true;
+    });
 }
 
 /* courier.runtimes, or the obsolete courier.runtime when only that is set. */
@@ -270,24 +272,26 @@ void shmem_request() {
 }
 
 void shmem_startup() {
-    if (prev_shmem_startup_hook)
-        prev_shmem_startup_hook();
-    const ipc::RegionLayout layout = layout_or_fatal();
-    LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-    bool found = false;
-    void *raw = ShmemInitStruct("courier", layout.request_size, &found);
-    auto *base = reinterpret_cast<void *>((reinterpret_cast<std::uintptr_t>(raw) + ipc::cache_line - 1) &
-                                          ~static_cast<std::uintptr_t>(ipc::cache_line - 1));
-    if (!found) {
-        const ipc::StatsView stats = create_stats_segment(layout.params.slots);
-        std::vector<std::string> names;
-        for (const auto &r : runtimes)
-            names.push_back(r.name);
-        stats.set_runtimes(names);
-        region = ipc::Region::create(base, layout, stats);
-        region_ready = true;
-    }
-    LWLockRelease(AddinShmemInitLock);
+    pg::door([&] {
+        if (prev_shmem_startup_hook)
+            prev_shmem_startup_hook();
+        const ipc::RegionLayout layout = layout_or_fatal();
+        LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+        bool found = false;
+        void *raw = ShmemInitStruct("courier", layout.request_size, &found);
+        auto *base = reinterpret_cast<void *>((reinterpret_cast<std::uintptr_t>(raw) + ipc::cache_line - 1) &
+                                              ~static_cast<std::uintptr_t>(ipc::cache_line - 1));
+        if (!found) {
+            const ipc::StatsView stats = create_stats_segment(layout.params.slots);
+            std::vector<std::string> names;
+            for (const auto &r : runtimes)
+                names.push_back(r.name);
+            stats.set_runtimes(names);
+            region = ipc::Region::create(base, layout, stats);
+            region_ready = true;
+        }
+        LWLockRelease(AddinShmemInitLock);
+    });
 }
 
 /*
@@ -412,18 +416,20 @@ const char *runtime_names() { return runtime_list.c_str(); }
 }  // namespace courier::ext
 
 extern "C" void _PG_init(void) {
-    using namespace courier::ext;
-    if (!process_shared_preload_libraries_in_progress)
-        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                        errmsg("courier must be loaded via shared_preload_libraries"),
-                        errhint("Add 'courier' to shared_preload_libraries (courier-config install writes it, "
-                                "with the sizes) and restart the server.")));
-    define_gucs();
-    load_runtime_list();
-    layout_or_fatal();  // refuse bad settings before the postmaster allocates anything
-    prev_shmem_request_hook = shmem_request_hook;
-    shmem_request_hook = shmem_request;
-    prev_shmem_startup_hook = shmem_startup_hook;
-    shmem_startup_hook = shmem_startup;
-    register_worker();
+    courier::pg::door([&] {
+        using namespace courier::ext;
+        if (!process_shared_preload_libraries_in_progress)
+            ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                            errmsg("courier must be loaded via shared_preload_libraries"),
+                            errhint("Add 'courier' to shared_preload_libraries (courier-config install writes it, "
+                                    "with the sizes) and restart the server.")));
+        define_gucs();
+        load_runtime_list();
+        layout_or_fatal();  // refuse bad settings before the postmaster allocates anything
+        prev_shmem_request_hook = shmem_request_hook;
+        shmem_request_hook = shmem_request;
+        prev_shmem_startup_hook = shmem_startup_hook;
+        shmem_startup_hook = shmem_startup;
+        register_worker();
+    });
 }

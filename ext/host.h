@@ -6,7 +6,10 @@
  * through fork(), so a backend or the worker finds them ready.
  *
  * Include C++ and ipc headers before this one: PostgreSQL's c.h defines
- * macros that confuse the standard library when it comes first.
+ * macros that confuse the standard library when it comes first (the ipc
+ * headers refuse to compile after it: courier/ipc/before_postgres.h).
+ * Every function PostgreSQL calls runs its body through pg::door
+ * (courier/pg_guard.h).
  */
 #pragma once
 
@@ -16,6 +19,7 @@
 #include "courier/ipc/region.h"
 #include "courier/ipc/wait.h"
 #include "courier/worker/worker.h"
+#include "courier/pg_guard.h"
 
 extern "C" {
 #include "postgres.h"

@@ -382,7 +382,9 @@ extern "C" void courier_session_init(void) {
                              &guc_enabled, true, PGC_USERSET, 0, nullptr, assign_enabled, nullptr);
 }
 
-extern "C" void courier_open_session(void) { open_session(); }
+extern "C" void courier_open_session(void) {
+    pg::door([] { open_session(); });
+}
 
 namespace courier::ext {
 namespace {
@@ -416,110 +418,126 @@ std::uint32_t resolve_runtime(const char *runtime, const char **fn) {
 }  // namespace courier::ext
 
 extern "C" CourierCall *courier_call_begin_runtime(const char *runtime, const char *fn, int64_t total_len) {
-    open_session();
-    abandon_call();  // one left by an ERROR the callbacks did not see
-    const char *shown = fn;
-    const std::uint32_t index = resolve_runtime(runtime, &fn);
-    const std::size_t fn_len = fn != nullptr ? strnlen(fn, ipc::max_function_name + 1) : 0;
-    if (fn_len == 0 || fn_len > ipc::max_function_name)
-        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                        errmsg("courier function name must be 1 to %zu bytes long", ipc::max_function_name)));
-    if (runtime != nullptr)
-        snprintf(current.fn, sizeof current.fn, "%s.%s", runtime, fn);
-    else
-        snprintf(current.fn, sizeof current.fn, "%s", shown);
-    current.stage = Stage::request;
-    current.piece = nullptr;
-    current.piece_left = 0;
-    current.last_piece = false;
-    call_in_flight = true;
-    const std::uint64_t total = total_len < 0 ? ipc::unknown_length : static_cast<std::uint64_t>(total_len);
-    const ipc::WaitPolicy policy = call_policy();
-    pump([&] { return client->start(index, std::string_view(fn, fn_len), total, policy); });
-    return &current;
+    return pg::door([&] {
+        open_session();
+        abandon_call();  // one left by an ERROR the callbacks did not see
+        const char *shown = fn;
+        const std::uint32_t index = resolve_runtime(runtime, &fn);
+        const std::size_t fn_len = fn != nullptr ? strnlen(fn, ipc::max_function_name + 1) : 0;
+        if (fn_len == 0 || fn_len > ipc::max_function_name)
+            ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                            errmsg("courier function name must be 1 to %zu bytes long", ipc::max_function_name)));
+        if (runtime != nullptr)
+            snprintf(current.fn, sizeof current.fn, "%s.%s", runtime, fn);
+        else
+            snprintf(current.fn, sizeof current.fn, "%s", shown);
+        current.stage = Stage::request;
+        current.piece = nullptr;
+        current.piece_left = 0;
+        current.last_piece = false;
+        call_in_flight = true;
+        const std::uint64_t total = total_len < 0 ? ipc::unknown_length : static_cast<std::uint64_t>(total_len);
+        const ipc::WaitPolicy policy = call_policy();
+        pump([&] { return client->start(index, std::string_view(fn, fn_len), total, policy); });
+        return &current;
+    });
 }
 
 extern "C" CourierCall *courier_call_begin(const char *fn, int64_t total_len) {
-    return courier_call_begin_runtime(nullptr, fn, total_len);
+    return pg::door([&] {
+        return courier_call_begin_runtime(nullptr, fn, total_len);
+    });
 }
 
 extern "C" void courier_call_write(CourierCall *call, const void *data, size_t len) {
-    check_call(call, Stage::request, "courier_call_write");
-    ipc::MessageWriter &w = client->request();
-    const auto *bytes = static_cast<const std::byte *>(data);
-    std::size_t done = 0;
-    pump([&] {
-        const std::uint64_t before = w.written();
-        const ipc::Status s = w.write(std::span<const std::byte>(bytes + done, len - done));
-        done += w.written() - before;
-        return s;
+    return pg::door([&] {
+        check_call(call, Stage::request, "courier_call_write");
+        ipc::MessageWriter &w = client->request();
+        const auto *bytes = static_cast<const std::byte *>(data);
+        std::size_t done = 0;
+        pump([&] {
+            const std::uint64_t before = w.written();
+            const ipc::Status s = w.write(std::span<const std::byte>(bytes + done, len - done));
+            done += w.written() - before;
+            return s;
+        });
     });
 }
 
 extern "C" void courier_call_end_request(CourierCall *call) {
-    check_call(call, Stage::request, "courier_call_end_request");
-    pump([&] { return client->finish_request(); });
-    current.stage = Stage::response;
+    return pg::door([&] {
+        check_call(call, Stage::request, "courier_call_end_request");
+        pump([&] { return client->finish_request(); });
+        current.stage = Stage::response;
+    });
 }
 
 extern "C" size_t courier_call_read(CourierCall *call, void *buf, size_t cap) {
-    check_call(call, Stage::response, "courier_call_read");
-    std::size_t copied = 0;
-    auto *out = static_cast<std::byte *>(buf);
-    while (copied < cap) {
-        if (current.piece_left == 0) {
-            if (!next_piece())
-                break;
-            continue;  // an empty piece: look at the next one
+    return pg::door([&] {
+        check_call(call, Stage::response, "courier_call_read");
+        std::size_t copied = 0;
+        auto *out = static_cast<std::byte *>(buf);
+        while (copied < cap) {
+            if (current.piece_left == 0) {
+                if (!next_piece())
+                    break;
+                continue;  // an empty piece: look at the next one
+            }
+            const std::size_t k = std::min(cap - copied, current.piece_left);
+            std::memcpy(out + copied, current.piece, k);
+            copied += k;
+            current.piece += k;
+            current.piece_left -= k;
         }
-        const std::size_t k = std::min(cap - copied, current.piece_left);
-        std::memcpy(out + copied, current.piece, k);
-        copied += k;
-        current.piece += k;
-        current.piece_left -= k;
-    }
-    return copied;
+        return copied;
+    });
 }
 
 extern "C" void courier_call_finish(CourierCall *call) {
-    check_call(call, Stage::response, "courier_call_finish");
-    ipc::MessageReader &reader = client->response();
-    if (!reader.finished())
-        pump([&] { return reader.skip_rest(); });
-    reader.release();
-    call_in_flight = false;
-    current.stage = Stage::idle;
-    client->end(ipc::Status::ok);
+    return pg::door([&] {
+        check_call(call, Stage::response, "courier_call_finish");
+        ipc::MessageReader &reader = client->response();
+        if (!reader.finished())
+            pump([&] { return reader.skip_rest(); });
+        reader.release();
+        call_in_flight = false;
+        current.stage = Stage::idle;
+        client->end(ipc::Status::ok);
+    });
 }
 
 extern "C" struct varlena *courier_call(const char *fn, const void *data, size_t len) {
-    return courier_call_runtime(nullptr, fn, data, len);
+    return pg::door([&] {
+        return courier_call_runtime(nullptr, fn, data, len);
+    });
 }
 
 extern "C" struct varlena *courier_call_runtime(const char *runtime, const char *fn, const void *data, size_t len) {
-    CourierCall *call = courier_call_begin_runtime(runtime, fn, static_cast<int64_t>(len));
-    courier_call_write(call, data, len);
-    courier_call_end_request(call);
-    /* Size the result from the first frame when the worker declared it. */
-    if (!next_piece())
-        ereport(ERROR, (errmsg("courier response ended early")));
-    const std::uint64_t total = client->response().total();
-    std::size_t cap = total != ipc::unknown_length ? static_cast<std::size_t>(total) : 1024;
-    auto *result = static_cast<struct varlena *>(palloc(VARHDRSZ + cap));
-    std::size_t used = 0;
-    for (;;) {
-        if (used == cap) {  // grow, but never past the largest message a response may be
-            cap = std::min<std::size_t>(cap * 2, static_cast<std::size_t>(guc_max_message_size_kb) * 1024);
-            result = static_cast<struct varlena *>(repalloc(result, VARHDRSZ + cap));
+    return pg::door([&] {
+        CourierCall *call = courier_call_begin_runtime(runtime, fn, static_cast<int64_t>(len));
+        courier_call_write(call, data, len);
+        courier_call_end_request(call);
+        /* Size the result from the first frame when the worker declared it. */
+        if (!next_piece())
+            ereport(ERROR, (errmsg("courier response ended early")));
+        const std::uint64_t total = client->response().total();
+        std::size_t cap = total != ipc::unknown_length ? static_cast<std::size_t>(total) : 1024;
+        auto *result = static_cast<struct varlena *>(palloc(VARHDRSZ + cap));
+        std::size_t used = 0;
+        for (;;) {
+            if (used == cap) {  // grow, but never past the largest message a response may be
+                cap = std::min<std::size_t>(cap * 2, static_cast<std::size_t>(guc_max_message_size_kb) * 1024);
+                result = static_cast<struct varlena *>(repalloc(result, VARHDRSZ + cap));
+            }
+            const std::size_t n = courier_call_read(call, VARDATA(result) + used, cap - used);
+            used += n;
+            if (n == 0 || (current.piece_left == 0 && current.last_piece))
+                break;
         }
-        const std::size_t n = courier_call_read(call, VARDATA(result) + used, cap - used);
-        used += n;
-        if (n == 0 || (current.piece_left == 0 && current.last_piece))
-            break;
-    }
-    courier_call_finish(call);
-    SET_VARSIZE(result, VARHDRSZ + used);
-    return result;
+        courier_call_finish(call);
+        SET_VARSIZE(result, VARHDRSZ + used);
+        return result;
+    });
 }
 
 extern "C" const CourierApi *courier_api_v2(void) {

@@ -77,20 +77,8 @@ std::uint64_t all_runtimes(const std::atomic<std::uint64_t> (&per_runtime)[ipc::
     return n;
 }
 
-}  // namespace
-
-extern "C" Datum courier_echo(PG_FUNCTION_ARGS) {
-    bytea *in = PG_GETARG_BYTEA_PP(0);
-    PG_RETURN_BYTEA_P(courier_call("echo", VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in)));
-}
-
-extern "C" Datum courier_call_sql(PG_FUNCTION_ARGS) {
-    char *fn = text_to_cstring(PG_GETARG_TEXT_PP(0));
-    bytea *in = PG_GETARG_BYTEA_PP(1);
-    PG_RETURN_BYTEA_P(courier_call(fn, VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in)));
-}
-
-extern "C" Datum courier_slots(PG_FUNCTION_ARGS) {
+/* courier.slots(): one row per slot; it holds no C++ object, so PostgreSQL may raise directly. */
+Datum slot_rows(FunctionCallInfo fcinfo) {
     ipc::Region &r = region_or_error();
     TupleDesc desc;
     Tuplestorestate *store = begin_srf(fcinfo, &desc);
@@ -118,33 +106,42 @@ extern "C" Datum courier_slots(PG_FUNCTION_ARGS) {
     return static_cast<Datum>(0);
 }
 
-extern "C" Datum courier_stats(PG_FUNCTION_ARGS) {
+/* courier.stats(): the rows ipc::stat_rows builds in C++; PostgreSQL is called through pg_call. */
+Datum stat_rows(FunctionCallInfo fcinfo) {
     ipc::Region &r = region_or_error();
     TupleDesc desc;
     Tuplestorestate *store = begin_srf(fcinfo, &desc);
-    /* Copy the rows into palloc'd memory in a scope that calls no PostgreSQL
-     * function, so no C++ container is alive across an ereport. */
-    struct Row {
-        char name[64];
-        char help[192];
-        std::uint64_t value;
-    };
     const ipc::StatsSnapshot snap = ipc::read_stats(r.stats());
-    const std::size_t count = ipc::stat_rows(snap).size();
-    Row *rows = static_cast<Row *>(palloc(sizeof(Row) * count));
-    {
-        const std::vector<ipc::StatRow> v = ipc::stat_rows(snap);
-        for (std::size_t i = 0; i < count && i < v.size(); ++i) {
-            snprintf(rows[i].name, sizeof rows[i].name, "%s", v[i].name.c_str());
-            snprintf(rows[i].help, sizeof rows[i].help, "%s", v[i].help.c_str());
-            rows[i].value = v[i].value;
-        }
-    }
-    for (std::size_t i = 0; i < count; ++i) {
-        Datum values[3] = {CStringGetTextDatum(rows[i].name), Int64GetDatum(static_cast<int64>(rows[i].value)),
-                           CStringGetTextDatum(rows[i].help)};
-        bool nulls[3] = {false, false, false};
-        tuplestore_putvalues(store, desc, values, nulls);
+    for (const ipc::StatRow &row : ipc::stat_rows(snap)) {
+        pg::pg_call([&] {
+            Datum values[3] = {CStringGetTextDatum(row.name.c_str()), Int64GetDatum(static_cast<int64>(row.value)),
+                               CStringGetTextDatum(row.help.c_str())};
+            bool nulls[3] = {false, false, false};
+            tuplestore_putvalues(store, desc, values, nulls);
+        });
     }
     return static_cast<Datum>(0);
+}
+
+}  // namespace
+
+/* The SQL functions' bodies run through pg::door (pg_guard.h); the C API's entry points have doors of their own. */
+
+extern "C" Datum courier_echo(PG_FUNCTION_ARGS) {
+    bytea *in = PG_GETARG_BYTEA_PP(0);
+    PG_RETURN_BYTEA_P(courier_call("echo", VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in)));
+}
+
+extern "C" Datum courier_call_sql(PG_FUNCTION_ARGS) {
+    char *fn = text_to_cstring(PG_GETARG_TEXT_PP(0));
+    bytea *in = PG_GETARG_BYTEA_PP(1);
+    PG_RETURN_BYTEA_P(courier_call(fn, VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in)));
+}
+
+extern "C" Datum courier_slots(PG_FUNCTION_ARGS) {
+    return pg::door([&] { return slot_rows(fcinfo); });
+}
+
+extern "C" Datum courier_stats(PG_FUNCTION_ARGS) {
+    return pg::door([&] { return stat_rows(fcinfo); });
 }

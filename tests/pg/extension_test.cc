@@ -297,6 +297,28 @@ TEST(CourierCluster, ACallMadeWhileTheWorkerIsDownIsServedByItsSuccessor) {
     EXPECT_EQ(admin.value("SELECT value FROM courier.stats() WHERE name = 'server_restarts'"), "1");
 }
 
+/* courier/pg_guard.h: C++ exceptions become ERRORs, a PostgreSQL ERROR unwinds C++ frames, the session lives on. */
+TEST(CourierCluster, TheGuardTurnsExceptionsIntoErrorsAndErrorsIntoUnwinding) {
+    Cluster cluster(std::vector<std::string>{});
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn c = cluster.connect();
+    const std::string lib = COURIER_GUARD_PROBE;
+    ASSERT_TRUE(c.exec("CREATE FUNCTION guard_throw(text) RETURNS void AS '" + lib + "' LANGUAGE C STRICT"));
+    ASSERT_TRUE(c.exec("CREATE FUNCTION guard_pg_error() RETURNS text AS '" + lib + "' LANGUAGE C"));
+    ASSERT_TRUE(c.exec("CREATE FUNCTION guard_destructors() RETURNS int AS '" + lib + "' LANGUAGE C"));
+    ASSERT_TRUE(c.exec("CREATE FUNCTION failure(q text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN EXECUTE q; "
+                       "RETURN 'no error'; EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM; END $$"));
+    EXPECT_EQ(c.value("SELECT failure('SELECT guard_throw(''runtime_error'')')"), "XX000 courier: thrown by C++");
+    EXPECT_EQ(c.value("SELECT failure('SELECT guard_throw(''bad_alloc'')')"), "53200 courier: out of memory");
+    EXPECT_EQ(c.value("SELECT failure('SELECT guard_throw(''int'')')"),
+              "XX000 courier: an exception of unknown type");
+    EXPECT_EQ(c.value("SELECT failure('SELECT guard_pg_error()')"), "22012 raised by PostgreSQL under C++");
+    EXPECT_EQ(c.value("SELECT guard_destructors()"), "4") << "every C++ frame unwound, the longjmp's too";
+    EXPECT_EQ(c.value("SELECT 1"), "1");
+    EXPECT_EQ(cluster.log().find("terminating any other active server processes"), std::string::npos)
+        << cluster.log();
+}
+
 TEST(CourierCluster, WorkerSigkillRestartsPostgresAndCallsWorkAfterwards) {
     Cluster cluster({"courier.slots = 4"});
     ASSERT_TRUE(cluster.running()) << cluster.log();

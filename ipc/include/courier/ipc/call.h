@@ -25,6 +25,8 @@
  */
 #pragma once
 
+#include "courier/ipc/before_postgres.h"  // checked on every inclusion
+
 #include <cstdint>
 #include <span>
 #include <string>

@@ -14,6 +14,8 @@
  */
 #pragma once
 
+#include "courier/ipc/before_postgres.h"  // checked on every inclusion
+
 #include <atomic>
 #include <cstdint>
 

@@ -26,6 +26,8 @@
  */
 #pragma once
 
+#include "courier/ipc/before_postgres.h"  // checked on every inclusion
+
 #include <cstddef>
 #include <cstdint>
 

@@ -57,6 +57,8 @@
  */
 #pragma once
 
+#include "courier/ipc/before_postgres.h"  // checked on every inclusion
+
 #include <atomic>
 #include <chrono>
 #include <cstddef>

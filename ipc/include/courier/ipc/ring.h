@@ -36,6 +36,8 @@
  */
 #pragma once
 
+#include "courier/ipc/before_postgres.h"  // checked on every inclusion
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>

@@ -10,6 +10,8 @@
  */
 #pragma once
 
+#include "courier/ipc/before_postgres.h"  // checked on every inclusion
+
 #include <sys/types.h>
 
 #include <cstddef>

@@ -9,6 +9,8 @@
  */
 #pragma once
 
+#include "courier/ipc/before_postgres.h"  // checked on every inclusion
+
 #include <chrono>
 #include <functional>
 #include <span>

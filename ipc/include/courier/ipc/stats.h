@@ -29,6 +29,8 @@
  */
 #pragma once
 
+#include "courier/ipc/before_postgres.h"  // checked on every inclusion
+
 #include <array>
 #include <atomic>
 #include <chrono>
