@@ -217,7 +217,7 @@ struct CoreServer {
         Dispatcher(seg->region(), 0).wake_all(waker);
         waitpid(pid, nullptr, 0);
     }
-    std::atomic<std::uint64_t> &stop() { return *reinterpret_cast<std::atomic<std::uint64_t> *>(seg->extra()); }
+    std::atomic<std::uint64_t> &stop() { return *reinterpret_cast<std::atomic<std::uint64_t> *>(seg->caller_area()); }
 };
 
 Figures bench_core(int rounds, std::chrono::nanoseconds spin) {

@@ -77,7 +77,7 @@ double percentile(std::vector<double> v, double p) {
 }
 
 std::atomic<std::uint64_t> &stop_word(Segment &seg) {
-    return *reinterpret_cast<std::atomic<std::uint64_t> *>(seg.extra());
+    return *reinterpret_cast<std::atomic<std::uint64_t> *>(seg.caller_area());
 }
 
 pid_t start_server(Segment &seg, std::chrono::nanoseconds spin) {

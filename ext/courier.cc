@@ -51,7 +51,6 @@ extern "C" {
 PG_MODULE_MAGIC;
 
 PGDLLEXPORT void _PG_init(void);
-void courier_session_init(void);  // session.cc
 }
 
 namespace courier::ext {
@@ -361,7 +360,7 @@ void define_gucs() {
                             "How long a call waits for a free courier slot, or for the courier worker to start, before it fails.", nullptr,
                             &guc_slot_wait_timeout_ms, 5000, 0, INT_MAX, PGC_USERSET, GUC_UNIT_MS,
                             nullptr, nullptr, nullptr);
-    courier_session_init();  // defines courier.enabled with its assign hook
+    define_enabled_setting();  // session.cc: courier.enabled and its assign hook
     MarkGUCPrefixReserved("courier");
     refuse_invalid_settings();
 }

@@ -90,6 +90,9 @@ private:
 /* This process's PGPROC number (the field moved in PostgreSQL 17). */
 int my_proc_number();
 
+/* Defines courier.enabled, whose assign hook belongs to the session (session.cc). */
+void define_enabled_setting();
+
 /* courier.spin_us as a duration. */
 std::chrono::nanoseconds spin_budget();
 

@@ -35,7 +35,6 @@ extern "C" {
 #include "utils/guc.h"
 #include "utils/wait_event.h"
 
-void courier_session_init(void);
 }
 
 namespace courier::ext {
@@ -376,7 +375,7 @@ bool next_piece() {
 using namespace courier;
 using namespace courier::ext;
 
-extern "C" void courier_session_init(void) {
+void courier::ext::define_enabled_setting() {
     DefineCustomBoolVariable("courier.enabled", "Whether this session may use courier.",
                              "Turning it off gives the session's slot back at the end of the transaction.",
                              &guc_enabled, true, PGC_USERSET, 0, nullptr, assign_enabled, nullptr);

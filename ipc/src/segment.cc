@@ -8,7 +8,7 @@ namespace courier::ipc {
 namespace bip = boost::interprocess;
 
 std::size_t Segment::stats_offset(const RegionLayout &l) { return (l.region_size + 63) / 64 * 64; }
-std::size_t Segment::extra_offset(const RegionLayout &l) {
+std::size_t Segment::caller_area_offset(const RegionLayout &l) {
     return (stats_offset(l) + l.stats_size + 63) / 64 * 64;
 }
 
@@ -20,7 +20,7 @@ static bool layout_for(const RegionParams &params, RegionLayout *layout, std::st
 }
 
 std::unique_ptr<Segment> Segment::create(const std::string &name, const RegionParams &params,
-                                         std::size_t extra_bytes, std::string *error) {
+                                         std::size_t caller_area_bytes, std::string *error) {
     RegionLayout layout;
     if (!layout_for(params, &layout, error))
         return nullptr;
@@ -29,7 +29,7 @@ std::unique_ptr<Segment> Segment::create(const std::string &name, const RegionPa
         s->shm_ = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write);
         s->name_ = name;
         s->creator_ = getpid();
-        s->shm_.truncate(static_cast<bip::offset_t>(extra_offset(layout) + extra_bytes));
+        s->shm_.truncate(static_cast<bip::offset_t>(caller_area_offset(layout) + caller_area_bytes));
         s->map_ = bip::mapped_region(s->shm_, bip::read_write);
     } catch (const bip::interprocess_exception &e) {
         *error = "shared memory segment " + name + ": " + e.what();
@@ -38,7 +38,7 @@ std::unique_ptr<Segment> Segment::create(const std::string &name, const RegionPa
     auto *base = static_cast<std::byte *>(s->map_.get_address());
     StatsView stats = StatsView::create(base + stats_offset(layout), layout.stats_size, params.slots);
     s->region_ = Region::create(base, layout, stats);
-    s->extra_ = base + extra_offset(layout);
+    s->caller_area_ = base + caller_area_offset(layout);
     return s;
 }
 
@@ -56,7 +56,7 @@ std::unique_ptr<Segment> Segment::open(const std::string &name, const RegionPara
         *error = "shared memory segment " + name + ": " + e.what();
         return nullptr;
     }
-    if (s->map_.get_size() < extra_offset(layout)) {
+    if (s->map_.get_size() < caller_area_offset(layout)) {
         *error = "shared memory segment " + name + " is smaller than its layout";
         return nullptr;
     }
@@ -67,7 +67,7 @@ std::unique_ptr<Segment> Segment::open(const std::string &name, const RegionPara
         *error = "shared memory segment " + name + " does not hold a courier region of these parameters";
         return nullptr;
     }
-    s->extra_ = base + extra_offset(layout);
+    s->caller_area_ = base + caller_area_offset(layout);
     return s;
 }
 

@@ -34,7 +34,7 @@ public:
     ipc::StatsView stats() { return seg_->region().stats(); }
     const ipc::RegionLayout &layout() const { return seg_->layout(); }
     /* Scratch shared memory for test bookkeeping (owners, flags). */
-    std::uint64_t *scratch() { return reinterpret_cast<std::uint64_t *>(seg_->extra()); }
+    std::uint64_t *scratch() { return reinterpret_cast<std::uint64_t *>(seg_->caller_area()); }
     std::atomic<std::uint64_t> &flag(std::size_t i) {
         return reinterpret_cast<std::atomic<std::uint64_t> *>(scratch())[i];
     }

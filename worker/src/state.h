@@ -39,6 +39,7 @@ struct Worker::State {
     ipc::Region &region;
     ipc::Waker &waker;
     const Config config;
+    /* Read by every thread: stop() has begun (the one flag threads look at). */
     std::atomic<bool> stopping{false};
     std::atomic<std::int64_t> spin_ns;
     CallTable table;
@@ -48,8 +49,8 @@ struct Worker::State {
     std::vector<std::unique_ptr<Pool>> pools;                   // per runtime; null when driven
     std::unique_ptr<CancelWatcher> watcher;
     std::atomic<int> in_host{0};  // runtime threads inside a host function
-    bool started = false;
-    bool stopped = false;
+    /* Where start() and stop() are, on the owner's thread only: stop() runs once, after a start(). */
+    enum class Phase { created, running, stopped } phase = Phase::created;
     bool threads_left_behind = false;
 };
 

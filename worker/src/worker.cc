@@ -58,7 +58,7 @@ std::uint64_t Worker::start() {
         w.dispatchers.push_back(std::make_unique<ipc::Dispatcher>(w.region, r));
     w.runtimes.resize(count);
     set_running(&w);
-    w.started = true;
+    w.phase = State::Phase::running;
     const std::uint64_t epoch = w.region.begin_server_epoch(w.waker);
 
     for (std::uint32_t r = 0; r < count; ++r) {
@@ -104,9 +104,9 @@ static bool drained(Worker::State &w, std::chrono::steady_clock::time_point unti
 StopReport Worker::stop() {
     State &w = *state_;
     StopReport report;
-    if (!w.started || w.stopped)
+    if (w.phase != State::Phase::running)
         return report;
-    w.stopped = true;
+    w.phase = State::Phase::stopped;
     w.stopping.store(true, std::memory_order_seq_cst);
     for (auto &d : w.dispatchers)
         d->wake_all(w.waker);

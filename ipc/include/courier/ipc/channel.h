@@ -61,7 +61,7 @@ struct Endpoint {
     /* ok while the call can go on; otherwise why it cannot. */
     Status call_alive() const;
     /* The policy for waits on the rings: spinning capped region-wide. */
-    WaitPolicy wait_policy() const { return region->capped(policy); }
+    WaitPolicy wait_policy() const { return region->with_spinner_cap(policy); }
 };
 
 class MessageWriter {

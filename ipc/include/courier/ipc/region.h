@@ -136,7 +136,7 @@ public:
     Doorbell cancel_bell() const { return doorbell(runtimes()); }
     DispatchControl &dispatch(std::uint32_t runtime) const;
     /* The policy with the region's cap on concurrent spinners applied. */
-    WaitPolicy capped(WaitPolicy policy) const {
+    WaitPolicy with_spinner_cap(WaitPolicy policy) const {
         policy.spinners = &header_->spinners;
         policy.max_spinners = header_->max_spinners;
         return policy;

@@ -6,7 +6,7 @@
  * backends inherit the postmaster's. open() maps it again, at whatever
  * address the kernel picks; nothing in the region depends on the address.
  *
- * Layout of the segment: region | stats | `extra` bytes for the caller.
+ * Layout of the segment: region | stats | a caller area (bytes the region and stats never touch).
  */
 #pragma once
 
@@ -29,7 +29,7 @@ class Segment {
 public:
     /* Creates and formats; the creating process removes the name on destruction. */
     static std::unique_ptr<Segment> create(const std::string &name, const RegionParams &params,
-                                           std::size_t extra_bytes, std::string *error);
+                                           std::size_t caller_area_bytes, std::string *error);
     /* Maps an existing segment and validates it against params. */
     static std::unique_ptr<Segment> open(const std::string &name, const RegionParams &params,
                                          std::string *error);
@@ -39,20 +39,20 @@ public:
 
     Region &region() { return region_; }
     const RegionLayout &layout() const { return region_.layout(); }
-    std::byte *extra() { return extra_; }
+    std::byte *caller_area() { return caller_area_; }
     const std::string &name() const { return name_; }
 
 private:
     Segment() = default;
     static std::size_t stats_offset(const RegionLayout &l);
-    static std::size_t extra_offset(const RegionLayout &l);
+    static std::size_t caller_area_offset(const RegionLayout &l);
 
     std::string name_;
     pid_t creator_ = -1;
     boost::interprocess::shared_memory_object shm_;
     boost::interprocess::mapped_region map_;
     Region region_;
-    std::byte *extra_ = nullptr;
+    std::byte *caller_area_ = nullptr;
 };
 
 }  // namespace courier::ipc
