@@ -238,7 +238,7 @@ Workload load_workload_unchecked(const std::string &text, const std::string &fil
                     fail(file, v.Mark(), key, "expected a fraction of max_connections above 0 and at most 1, got " + s);
                 w.sessions_fraction = f;
             } else {
-                w.sessions = integer(file, v, key, 1, 65536);
+                w.sessions = integer(file, v, key, ipc::min_slots, ipc::max_slots);
             }
         } else if (key == "typical_message_size") {
             w.typical_message = size_field(file, v, key, 1, 1ull << 30);
@@ -250,7 +250,7 @@ Workload load_workload_unchecked(const std::string &text, const std::string &fil
             if (v.IsScalar() && v.Scalar() == "auto")
                 w.worker_threads.reset();
             else
-                w.worker_threads = static_cast<int>(integer(file, v, key, 1, 1024));
+                w.worker_threads = static_cast<int>(integer(file, v, key, 1, ipc::max_worker_threads));
         } else if (key == "latency_policy") {
             const std::string p = scalar(file, v, key, "latency, balanced or efficiency");
             if (p == "latency")

@@ -235,7 +235,7 @@ int create_segment_file() {
 
 ipc::StatsView create_stats_segment(std::uint32_t slots) {
     remove_stats_segment(0, 0);  // a previous life of this postmaster, or a crash
-    snprintf(stats_name, sizeof stats_name, "/courier-%d", PostPortNumber);
+    snprintf(stats_name, sizeof stats_name, "%s", ipc::stats_segment_name(PostPortNumber).c_str());
     stats_size = ipc::stats_segment_size(slots);
     const int fd = create_segment_file();
     if (fd == -2)
@@ -348,7 +348,7 @@ void define_gucs() {
     DefineCustomIntVariable("courier.worker_threads", "Threads of the courier worker's pool, per runtime.",
                             "Callback-mode runtimes (ABI v1, v2 callback) each get this many threads; "
                             "driven-mode runtimes get it as a hint for their own.",
-                            &guc_worker_threads, 4, 1, 1024, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+                            &guc_worker_threads, 4, 1, ipc::max_worker_threads, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("courier.spin_us",
                             "Microseconds a waiting side spins before it sleeps on its latch.",
                             "0 sleeps at once (lowest CPU use, highest latency).", &guc_spin_us, 50, 0,

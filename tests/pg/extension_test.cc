@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "cluster.h"
+#include "courier/ipc/stats.h"
 
 using namespace courier::test;
 
@@ -128,7 +129,7 @@ TEST_F(Courier, SharedMemoryAndStatsSegmentAreVisible) {
     Conn c = cluster->connect();
     EXPECT_EQ(c.value("SELECT count(*) FROM pg_shmem_allocations WHERE name = 'courier'"), "1");
     struct stat st{};
-    const std::string seg = "/dev/shm/courier-" + std::to_string(cluster->port());
+    const std::string seg = courier::ipc::stats_segment_path(cluster->port());
     ASSERT_EQ(stat(seg.c_str(), &st), 0) << seg;
     EXPECT_EQ(st.st_mode & 0777, 0640u);
     EXPECT_EQ(c.value("SELECT value FROM courier.stats() WHERE name = 'server_up'"), "1");
@@ -432,7 +433,7 @@ TEST(CourierCluster, StatsSegmentIsRemovedAtShutdown) {
     {
         Cluster cluster;
         ASSERT_TRUE(cluster.running()) << cluster.log();
-        seg = "/dev/shm/courier-" + std::to_string(cluster.port());
+        seg = courier::ipc::stats_segment_path(cluster.port());
         struct stat st{};
         EXPECT_EQ(stat(seg.c_str(), &st), 0);
         cluster.stop();

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "cluster.h"
+#include "courier/ipc/stats.h"
 
 using namespace courier::test;
 
@@ -233,7 +234,7 @@ TEST(Faults, ASquattedStatsSegmentDoesNotKeepTheServerDown) {
         GTEST_SKIP() << "needs root to act as another user";
     auto cl = started({});
     cl->stop();
-    const std::string path = "/dev/shm/courier-" + std::to_string(cl->port());
+    const std::string path = courier::ipc::stats_segment_path(cl->port());
     ASSERT_EQ(std::system(("runuser -u nobody -- sh -c 'umask 077; : > " + path + "'").c_str()), 0);
     ASSERT_TRUE(cl->start()) << cl->log();
     Conn c = cl->connect();

@@ -54,6 +54,8 @@ inline constexpr std::size_t max_function_name = 255;
 /* Runtimes one worker serves; each has its own doorbell and idle threads. */
 inline constexpr std::uint32_t min_runtimes = 1;
 inline constexpr std::uint32_t max_runtimes = 8;
+/* Pool threads per callback-mode runtime (courier.worker_threads; courier-config's worker_threads). */
+inline constexpr int max_worker_threads = 1024;
 
 struct RegionParams {
     std::uint32_t slots = 0;
