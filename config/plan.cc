@@ -185,6 +185,86 @@ Workload load_workload(const std::string &text, const std::string &file) {
     }
 }
 
+namespace {
+
+/* The index of `key` in known_fields; an unknown one fails, naming the nearest known field. */
+std::size_t field_index(const std::string &file, const YAML::Node &name) {
+    if (!name.IsScalar())
+        fail(file, name.Mark(), "field name", "expected a plain name such as sessions");
+    const std::string key = name.Scalar();
+    const auto it = std::find(known_fields.begin(), known_fields.end(), key);
+    if (it != known_fields.end())
+        return static_cast<std::size_t>(it - known_fields.begin());
+    std::string best;
+    std::size_t best_d = 4;
+    for (const auto &k : known_fields)
+        if (const std::size_t d = edit_distance(key, k); d < best_d) {
+            best_d = d;
+            best = k;
+        }
+    fail(file, name.Mark(), key,
+         "unknown field" + (best.empty() ? "; known fields: " + join(known_fields, ", ") : "; did you mean " + best + "?"));
+}
+
+/* sessions: a count, a percentage of max_connections ("25%") or a fraction of it ("0.25"). */
+void read_sessions(const std::string &file, const YAML::Node &v, Workload *w) {
+    const std::string key = "sessions";
+    const std::string s = scalar(file, v, key, "a number of sessions or a percentage of max_connections");
+    char *end = nullptr;
+    if (!s.empty() && s.back() == '%') {
+        const double pct = std::strtod(s.c_str(), &end);
+        if (end != s.c_str() + s.size() - 1 || !(pct > 0) || pct > 100)
+            fail(file, v.Mark(), key, "expected a percentage from 0% to 100%, got " + s);
+        w->sessions_fraction = pct / 100;
+    } else if (s.find('.') != std::string::npos) {
+        const double f = std::strtod(s.c_str(), &end);
+        if (*end != '\0' || !(f > 0) || f > 1)
+            fail(file, v.Mark(), key, "expected a fraction of max_connections above 0 and at most 1, got " + s);
+        w->sessions_fraction = f;
+    } else {
+        w->sessions = integer(file, v, key, ipc::min_slots, ipc::max_slots);
+    }
+}
+
+Policy read_policy(const std::string &file, const YAML::Node &v, const std::string &key) {
+    const std::string p = scalar(file, v, key, "latency, balanced or efficiency");
+    if (p == "latency")
+        return Policy::latency;
+    if (p == "balanced")
+        return Policy::balanced;
+    if (p != "efficiency")
+        fail(file, v.Mark(), key, "expected latency, balanced or efficiency, got \"" + p + "\"");
+    return Policy::efficiency;
+}
+
+void read_field(const std::string &file, const std::string &key, const YAML::Node &v, Workload *w) {
+    if (key == "postgres_version") {
+        w->postgres_version = static_cast<int>(integer(file, v, key, 15, 18));
+    } else if (key == "max_connections") {
+        if (v.IsScalar() && v.Scalar() == "server")
+            w->max_connections.reset();
+        else
+            w->max_connections = static_cast<int>(integer(file, v, key, 1, 262143));
+    } else if (key == "sessions") {
+        read_sessions(file, v, w);
+    } else if (key == "typical_message_size") {
+        w->typical_message = size_field(file, v, key, 1, 1ull << 30);
+    } else if (key == "largest_message_size") {
+        w->largest_message = size_field(file, v, key, 1, 1ull << 30);
+    } else if (key == "memory_budget") {
+        w->memory_budget = size_field(file, v, key, 1, 1ull << 40);
+    } else if (key == "worker_threads") {
+        if (v.IsScalar() && v.Scalar() == "auto")
+            w->worker_threads.reset();
+        else
+            w->worker_threads = static_cast<int>(integer(file, v, key, 1, ipc::max_worker_threads));
+    } else if (key == "latency_policy") {
+        w->policy = read_policy(file, v, key);
+    }
+}
+
+}  // namespace
+
 Workload load_workload_unchecked(const std::string &text, const std::string &file) {
     YAML::Node root;
     try {
@@ -196,72 +276,11 @@ Workload load_workload_unchecked(const std::string &text, const std::string &fil
         fail(file, root.Mark(), "document", "expected a mapping of the fields " + join(known_fields, ", "));
     Workload w;
     w.file = file;
-    bool have[8] = {};
+    std::vector<bool> have(known_fields.size());
     for (const auto &kv : root) {
-        if (!kv.first.IsScalar())
-            fail(file, kv.first.Mark(), "field name", "expected a plain name such as sessions");
-        const std::string key = kv.first.Scalar();
-        const YAML::Node &v = kv.second;
-        const auto it = std::find(known_fields.begin(), known_fields.end(), key);
-        if (it == known_fields.end()) {
-            std::string best;
-            std::size_t best_d = 4;
-            for (const auto &k : known_fields)
-                if (const std::size_t d = edit_distance(key, k); d < best_d) {
-                    best_d = d;
-                    best = k;
-                }
-            fail(file, kv.first.Mark(), key,
-                 "unknown field" + (best.empty() ? "; known fields: " + join(known_fields, ", ")
-                                                 : "; did you mean " + best + "?"));
-        }
-        have[it - known_fields.begin()] = true;
-        if (key == "postgres_version") {
-            w.postgres_version = static_cast<int>(integer(file, v, key, 15, 18));
-        } else if (key == "max_connections") {
-            if (v.IsScalar() && v.Scalar() == "server")
-                w.max_connections.reset();
-            else
-                w.max_connections = static_cast<int>(integer(file, v, key, 1, 262143));
-        } else if (key == "sessions") {
-            const std::string s = scalar(file, v, key, "a number of sessions or a percentage of max_connections");
-            if (!s.empty() && s.back() == '%') {
-                char *end = nullptr;
-                const double pct = std::strtod(s.c_str(), &end);
-                if (end != s.c_str() + s.size() - 1 || !(pct > 0) || pct > 100)
-                    fail(file, v.Mark(), key, "expected a percentage from 0% to 100%, got " + s);
-                w.sessions_fraction = pct / 100;
-            } else if (s.find('.') != std::string::npos) {
-                char *end = nullptr;
-                const double f = std::strtod(s.c_str(), &end);
-                if (*end != '\0' || !(f > 0) || f > 1)
-                    fail(file, v.Mark(), key, "expected a fraction of max_connections above 0 and at most 1, got " + s);
-                w.sessions_fraction = f;
-            } else {
-                w.sessions = integer(file, v, key, ipc::min_slots, ipc::max_slots);
-            }
-        } else if (key == "typical_message_size") {
-            w.typical_message = size_field(file, v, key, 1, 1ull << 30);
-        } else if (key == "largest_message_size") {
-            w.largest_message = size_field(file, v, key, 1, 1ull << 30);
-        } else if (key == "memory_budget") {
-            w.memory_budget = size_field(file, v, key, 1, 1ull << 40);
-        } else if (key == "worker_threads") {
-            if (v.IsScalar() && v.Scalar() == "auto")
-                w.worker_threads.reset();
-            else
-                w.worker_threads = static_cast<int>(integer(file, v, key, 1, ipc::max_worker_threads));
-        } else if (key == "latency_policy") {
-            const std::string p = scalar(file, v, key, "latency, balanced or efficiency");
-            if (p == "latency")
-                w.policy = Policy::latency;
-            else if (p == "balanced")
-                w.policy = Policy::balanced;
-            else if (p == "efficiency")
-                w.policy = Policy::efficiency;
-            else
-                fail(file, v.Mark(), key, "expected latency, balanced or efficiency, got \"" + p + "\"");
-        }
+        const std::size_t field = field_index(file, kv.first);
+        have[field] = true;
+        read_field(file, known_fields[field], kv.second, &w);
     }
     for (const char *required : {"sessions", "typical_message_size", "largest_message_size", "memory_budget"}) {
         const auto idx = std::find(known_fields.begin(), known_fields.end(), required) - known_fields.begin();
@@ -273,6 +292,37 @@ Workload load_workload_unchecked(const std::string &text, const std::string &fil
              "expected at most largest_message_size (" + format_size(w.largest_message) + ")");
     return w;
 }
+
+namespace {
+
+/* Chooses plan->ring_size (and the sizes that follow) for the workload within its memory budget; says why. */
+std::string size_region(const Workload &w, Plan *plan) {
+    const std::uint64_t frame = sizeof(ipc::FrameHeader) + w.typical_message;
+    std::uint64_t ring = std::max<std::uint64_t>(ipc::min_ring_size, next_pow2(4 * frame));
+    ring = std::min<std::uint64_t>(ring, ipc::max_ring_size);
+    std::string ring_rule = "The smallest power of two holding a typical message in one frame (a frame is at most a "
+                            "quarter of the ring); larger messages stream through it";
+    ipc::RegionLayout l = layout_or_throw(plan->slots, ring, plan->max_message_size);
+    while (l.request_size > w.memory_budget && ring > ipc::min_ring_size) {
+        ring /= 2;
+        l = layout_or_throw(plan->slots, ring, plan->max_message_size);
+        ring_rule = "Halved to fit memory_budget (typical messages now take more than one frame)";
+    }
+    if (l.request_size > w.memory_budget) {
+        const ipc::RegionLayout one = layout_or_throw(1, ipc::min_ring_size, plan->max_message_size);
+        throw InputError(w.file + ": memory_budget: " + format_size(w.memory_budget) + " is too small for " +
+                         (one.request_size > w.memory_budget ? std::string("even one slot")
+                                                             : std::to_string(plan->slots) + " slots") +
+                         "; courier needs at least " + human_bytes(l.request_size) + " (" + std::to_string(l.request_size) +
+                         " bytes) with 4kB rings; raise memory_budget or lower sessions");
+    }
+    plan->ring_size = ring;
+    plan->region_bytes = l.request_size;
+    plan->stats_bytes = l.stats_size;
+    return ring_rule;
+}
+
+}  // namespace
 
 Plan make_plan(const Workload &w, const Existing &existing) {
     const std::optional<int> max_conn = w.max_connections ? w.max_connections : existing.max_connections;
@@ -292,28 +342,8 @@ Plan make_plan(const Workload &w, const Existing &existing) {
     Plan plan;
     plan.slots = static_cast<int>(std::min<std::int64_t>(*max_conn, sessions + std::max<std::int64_t>(2, (sessions + 9) / 10)));
     plan.max_message_size = (w.largest_message + 1023) / 1024 * 1024;
-    const std::uint64_t frame = sizeof(ipc::FrameHeader) + w.typical_message;
-    std::uint64_t ring = std::max<std::uint64_t>(ipc::min_ring_size, next_pow2(4 * frame));
-    ring = std::min<std::uint64_t>(ring, ipc::max_ring_size);
-    std::string ring_rule = "The smallest power of two holding a typical message in one frame (a frame is at most a "
-                            "quarter of the ring); larger messages stream through it";
-    ipc::RegionLayout l = layout_or_throw(plan.slots, ring, plan.max_message_size);
-    while (l.request_size > w.memory_budget && ring > ipc::min_ring_size) {
-        ring /= 2;
-        l = layout_or_throw(plan.slots, ring, plan.max_message_size);
-        ring_rule = "Halved to fit memory_budget (typical messages now take more than one frame)";
-    }
-    if (l.request_size > w.memory_budget) {
-        const ipc::RegionLayout one = layout_or_throw(1, ipc::min_ring_size, plan.max_message_size);
-        throw InputError(w.file + ": memory_budget: " + format_size(w.memory_budget) + " is too small for " +
-                         (one.request_size > w.memory_budget ? std::string("even one slot")
-                                                             : std::to_string(plan.slots) + " slots") +
-                         "; courier needs at least " + human_bytes(l.request_size) + " (" + std::to_string(l.request_size) +
-                         " bytes) with 4kB rings; raise memory_budget or lower sessions");
-    }
-    plan.ring_size = ring;
-    plan.region_bytes = l.request_size;
-    plan.stats_bytes = l.stats_size;
+    const std::string ring_rule = size_region(w, &plan);
+    const std::uint64_t ring = plan.ring_size;
 
     const int threads = w.worker_threads ? *w.worker_threads : usable_cpus();
     const int spin = w.policy == Policy::latency ? 200 : w.policy == Policy::balanced ? 50 : 0;
