@@ -131,22 +131,28 @@ static int ping_pong_client(TestSegment &seg, int seed, int calls, std::size_t m
     return 0;
 }
 
-TEST(MultiProcess, PingPongOfRandomSizesUpToSeveralRingsWithChecksums) {
-    TestSegment seg(RegionParams{8, 4096, 1 << 20});
+/* A server and `clients` ping-pong clients over seg, all spinning `spin`; the books once they are done. */
+StatsSnapshot ping_pong(TestSegment &seg, int clients, int first_seed, int iterations, std::size_t max_size,
+                        std::chrono::nanoseconds spin) {
     FutexWaker waker;
     const pid_t server = spawn([&] {
-        run_test_server(seg, waker, 20us);
+        run_test_server(seg, waker, spin);
         return 0;
     });
     std::vector<pid_t> kids;
-    for (int p = 0; p < 4; ++p)
-        kids.push_back(spawn([&, p] { return ping_pong_client(seg, p + 1, 400, 4 * 4096 + 17, 20us); }));
+    for (int p = 0; p < clients; ++p)
+        kids.push_back(spawn([&, p] { return ping_pong_client(seg, first_seed + p, iterations, max_size, spin); }));
     for (pid_t k : kids)
-        EXPECT_TRUE(exited_ok(k));
+        EXPECT_TRUE(exited_ok(k));  // a lost wakeup is a 20 s timeout → failure
     stop_test_server(seg, waker);
     EXPECT_TRUE(exited_ok(server));
+    return read_stats(seg.stats());
+}
+
+TEST(MultiProcess, PingPongOfRandomSizesUpToSeveralRingsWithChecksums) {
+    TestSegment seg(RegionParams{8, 4096, 1 << 20});
+    const StatsSnapshot snap = ping_pong(seg, 4, 1, 400, 4 * 4096 + 17, 20us);
     EXPECT_EQ(seg.region().slots_in_use(), 0u);
-    auto snap = read_stats(seg.stats());
     EXPECT_EQ(snap.calls, 1600u);
     EXPECT_EQ(snap.call_errors, 0u);
     EXPECT_GT(snap.client[static_cast<int>(Counter::ring_full_stalls)] +
@@ -156,19 +162,7 @@ TEST(MultiProcess, PingPongOfRandomSizesUpToSeveralRingsWithChecksums) {
 
 TEST(MultiProcess, LostWakeupStressWithZeroSpinParksEveryExchange) {
     TestSegment seg(RegionParams{4, 4096, 65536});
-    FutexWaker waker;
-    const pid_t server = spawn([&] {
-        run_test_server(seg, waker, 0ns);
-        return 0;
-    });
-    std::vector<pid_t> kids;
-    for (int p = 0; p < 2; ++p)
-        kids.push_back(spawn([&, p] { return ping_pong_client(seg, 100 + p, 10000, 64, 0ns); }));
-    for (pid_t k : kids)
-        EXPECT_TRUE(exited_ok(k));  // a lost wakeup is a 20 s timeout → failure
-    stop_test_server(seg, waker);
-    EXPECT_TRUE(exited_ok(server));
-    auto snap = read_stats(seg.stats());
+    const StatsSnapshot snap = ping_pong(seg, 2, 100, 10000, 64, 0ns);
     EXPECT_EQ(snap.calls, 20000u);
     EXPECT_EQ(snap.client[static_cast<int>(Counter::spin_hits)], 0u);
     EXPECT_GT(snap.client[static_cast<int>(Counter::sleeps)], 0u);
@@ -181,19 +175,7 @@ TEST(MultiProcess, LostWakeupStressWithZeroSpinParksEveryExchange) {
 /* Messages of several rings with no spinning: every wait for room parks, and the consumer's release must wake it. */
 TEST(MultiProcess, StreamingWithZeroSpinParksOnFullRingsAndLosesNoWakeup) {
     TestSegment seg(RegionParams{4, 4096, 1 << 20});
-    FutexWaker waker;
-    const pid_t server = spawn([&] {
-        run_test_server(seg, waker, 0ns);
-        return 0;
-    });
-    std::vector<pid_t> kids;
-    for (int p = 0; p < 2; ++p)
-        kids.push_back(spawn([&, p] { return ping_pong_client(seg, 200 + p, 300, 6 * 4096 + 5, 0ns); }));
-    for (pid_t k : kids)
-        EXPECT_TRUE(exited_ok(k));  // a lost wakeup is a 20 s timeout → failure
-    stop_test_server(seg, waker);
-    EXPECT_TRUE(exited_ok(server));
-    auto snap = read_stats(seg.stats());
+    const StatsSnapshot snap = ping_pong(seg, 2, 200, 300, 6 * 4096 + 5, 0ns);
     EXPECT_EQ(snap.calls, 600u);
     EXPECT_EQ(snap.call_errors, 0u);
     EXPECT_GT(snap.client[static_cast<int>(Counter::ring_full_stalls)], 0u);
