@@ -100,6 +100,22 @@ struct alignas(cache_line) RegionHeader {
     std::uint32_t max_spinners;
 };
 
+/*
+ * One slot. Writer → reader, and the edge that orders them:
+ *   state        SlotStateBits; client and server, atomic RMWs only (the
+ *                party whose clear makes it zero pushes the slot free)
+ *   owner_pid    the leasing client, after lease(); read by courier.slots()
+ *                and the exporter only (relaxed: a label, not a protocol)
+ *   generation   bumped by lease() before the handle is returned; read by
+ *                the server after accept() (acquire on state) and checked
+ *                against every frame
+ *   call_epoch   the client, before it sets held_by_server (seq_cst RMW);
+ *                the server after it sees the bit, and begin_server_epoch()
+ *   client       the backend's Waiter: it alone parks on it, the server wakes it
+ *   server       the serving thread's Waiter while it holds the call
+ *   to_server    request ring: the client produces, the server consumes
+ *   to_client    response ring: the server produces, the client consumes
+ */
 struct alignas(cache_line) SlotControl {
     std::atomic<std::uint32_t> state;
     std::atomic<std::int32_t> owner_pid;
