@@ -14,7 +14,7 @@
 #include <sstream>
 #include <thread>
 
-#include "../ipc/harness.h"
+#include "harness.h"
 #include "courier/worker/worker.h"
 
 using namespace courier;
