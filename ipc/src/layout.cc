@@ -10,7 +10,6 @@
 namespace courier::ipc {
 namespace {
 
-constexpr std::size_t align_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }
 constexpr bool is_pow2(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
 }  // namespace
@@ -29,10 +28,15 @@ const char *describe_layout_error(const RegionParams &p) {
     return nullptr;
 }
 
-std::size_t stats_segment_size(std::uint32_t slots) {
-    return align_up(sizeof(StatsHeader), cache_line) + align_up(sizeof(GlobalCounters), cache_line) +
-           static_cast<std::size_t>(slots) * sizeof(SlotStats);
+StatsLayout stats_layout(std::uint32_t slots) {
+    StatsLayout l;
+    l.globals_offset = cache_align(sizeof(StatsHeader));
+    l.slots_offset = l.globals_offset + cache_align(sizeof(GlobalCounters));
+    l.size = l.slots_offset + static_cast<std::size_t>(slots) * sizeof(SlotStats);
+    return l;
 }
+
+std::size_t stats_segment_size(std::uint32_t slots) { return stats_layout(slots).size; }
 
 Status compute_layout(const RegionParams &params, RegionLayout *out) {
     if (describe_layout_error(params) != nullptr)
@@ -42,24 +46,26 @@ Status compute_layout(const RegionParams &params, RegionLayout *out) {
     l.params = params;
     std::size_t at = 0;
     l.header_offset = at;
-    at = align_up(at + sizeof(RegionHeader), cache_line);
+    at = cache_align(at + sizeof(RegionHeader));
     l.dispatch_offset = at;
-    at = align_up(at + sizeof(DispatchControl) * params.runtimes, cache_line);
+    at = cache_align(at + sizeof(DispatchControl) * params.runtimes);
     l.freelist_offset = at;
-    at = align_up(at + sizeof(std::uint32_t) * params.slots, cache_line);
+    at = cache_align(at + sizeof(std::uint32_t) * params.slots);
     l.bells_offset = at;
     l.bell_words = (params.slots + 63) / 64;
     /* Each bitmap on lines of its own: backends ring one runtime's bell. */
-    l.bell_stride = align_up(sizeof(std::uint64_t) * l.bell_words, cache_line);
+    l.bell_stride = cache_align(sizeof(std::uint64_t) * l.bell_words);
     at += l.bell_stride * (params.runtimes + 1);
     l.slots_offset = at;
-    l.slot_stride = align_up(sizeof(SlotControl), cache_line);
+    l.slot_stride = cache_align(sizeof(SlotControl));
     at += l.slot_stride * params.slots;
-    l.rings_offset = align_up(at, cache_line);
+    l.rings_offset = cache_align(at);
     l.ring_stride = static_cast<std::size_t>(2 * params.ring_size);
     l.region_size = l.rings_offset + l.ring_stride * params.slots;
     l.request_size = l.region_size + cache_line;
     l.stats_size = stats_segment_size(params.slots);
+    l.bundled_stats_offset = cache_align(l.region_size);
+    l.bundled_size = cache_align(l.bundled_stats_offset + l.stats_size);
     *out = l;
     return Status::ok;
 }

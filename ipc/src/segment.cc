@@ -7,11 +7,6 @@
 namespace courier::ipc {
 namespace bip = boost::interprocess;
 
-std::size_t Segment::stats_offset(const RegionLayout &l) { return (l.region_size + 63) / 64 * 64; }
-std::size_t Segment::caller_area_offset(const RegionLayout &l) {
-    return (stats_offset(l) + l.stats_size + 63) / 64 * 64;
-}
-
 static bool layout_for(const RegionParams &params, RegionLayout *layout, std::string *error) {
     if (compute_layout(params, layout) == Status::ok)
         return true;
@@ -29,16 +24,16 @@ std::unique_ptr<Segment> Segment::create(const std::string &name, const RegionPa
         s->shm_ = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write);
         s->name_ = name;
         s->creator_ = getpid();
-        s->shm_.truncate(static_cast<bip::offset_t>(caller_area_offset(layout) + caller_area_bytes));
+        s->shm_.truncate(static_cast<bip::offset_t>(layout.bundled_size + caller_area_bytes));
         s->map_ = bip::mapped_region(s->shm_, bip::read_write);
     } catch (const bip::interprocess_exception &e) {
         *error = "shared memory segment " + name + ": " + e.what();
         return nullptr;
     }
     auto *base = static_cast<std::byte *>(s->map_.get_address());
-    StatsView stats = StatsView::create(base + stats_offset(layout), layout.stats_size, params.slots);
+    StatsView stats = StatsView::create(base + layout.bundled_stats_offset, layout.stats_size, params.slots);
     s->region_ = Region::create(base, layout, stats);
-    s->caller_area_ = base + caller_area_offset(layout);
+    s->caller_area_ = base + layout.bundled_size;
     return s;
 }
 
@@ -56,18 +51,18 @@ std::unique_ptr<Segment> Segment::open(const std::string &name, const RegionPara
         *error = "shared memory segment " + name + ": " + e.what();
         return nullptr;
     }
-    if (s->map_.get_size() < caller_area_offset(layout)) {
+    if (s->map_.get_size() < layout.bundled_size) {
         *error = "shared memory segment " + name + " is smaller than its layout";
         return nullptr;
     }
     auto *base = static_cast<std::byte *>(s->map_.get_address());
     StatsView stats;
-    if (StatsView::attach(base + stats_offset(layout), layout.stats_size, &stats) != Status::ok ||
+    if (StatsView::attach(base + layout.bundled_stats_offset, layout.stats_size, &stats) != Status::ok ||
         Region::attach(base, layout, stats, &s->region_) != Status::ok) {
         *error = "shared memory segment " + name + " does not hold a courier region of these parameters";
         return nullptr;
     }
-    s->caller_area_ = base + caller_area_offset(layout);
+    s->caller_area_ = base + layout.bundled_size;
     return s;
 }
 

@@ -24,9 +24,6 @@ constexpr CounterInfo global_counters[] = {
 #undef COURIER_X
 };
 
-constexpr std::size_t header_bytes = (sizeof(StatsHeader) + 63) / 64 * 64;
-constexpr std::size_t globals_bytes = (sizeof(GlobalCounters) + 63) / 64 * 64;
-
 }  // namespace
 
 std::string stats_segment_name(int port) { return "/courier-" + std::to_string(port); }
@@ -38,10 +35,11 @@ const CounterInfo &counter_info(GlobalCounter c) { return global_counters[static
 StatsView StatsView::create(void *base, std::size_t size, std::uint32_t slots) {
     std::memset(base, 0, size);
     auto *bytes = static_cast<std::byte *>(base);
+    const StatsLayout l = stats_layout(slots);
     StatsView v;
     v.header_ = new (bytes) StatsHeader{};
-    v.globals_ = new (bytes + header_bytes) GlobalCounters{};
-    v.slots_ = reinterpret_cast<SlotStats *>(bytes + header_bytes + globals_bytes);
+    v.globals_ = new (bytes + l.globals_offset) GlobalCounters{};
+    v.slots_ = reinterpret_cast<SlotStats *>(bytes + l.slots_offset);
     for (std::uint32_t i = 0; i < slots; ++i)
         new (&v.slots_[i]) SlotStats{};
     v.slot_count_ = slots;
@@ -53,7 +51,7 @@ StatsView StatsView::create(void *base, std::size_t size, std::uint32_t slots) {
 }
 
 Status StatsView::attach(void *base, std::size_t size, StatsView *out) {
-    if (base == nullptr || size < header_bytes)
+    if (base == nullptr || size < sizeof(StatsHeader))
         return Status::corrupt;
     auto *bytes = static_cast<std::byte *>(base);
     auto *h = reinterpret_cast<StatsHeader *>(bytes);
@@ -62,10 +60,11 @@ Status StatsView::attach(void *base, std::size_t size, StatsView *out) {
     if (h->slots < min_slots || h->slots > max_slots || stats_segment_size(h->slots) > size ||
         h->segment_size > size || h->runtimes > max_runtimes)
         return Status::corrupt;
+    const StatsLayout l = stats_layout(h->slots);
     out->header_ = h;
     out->slot_count_ = h->slots;
-    out->globals_ = reinterpret_cast<GlobalCounters *>(bytes + header_bytes);
-    out->slots_ = reinterpret_cast<SlotStats *>(bytes + header_bytes + globals_bytes);
+    out->globals_ = reinterpret_cast<GlobalCounters *>(bytes + l.globals_offset);
+    out->slots_ = reinterpret_cast<SlotStats *>(bytes + l.slots_offset);
     return Status::ok;
 }
 
@@ -115,7 +114,7 @@ StatsSnapshot read_stats(const StatsView &view) {
         snap.runtimes[r].state = static_cast<RuntimeState>(h.runtime[r].state.load(std::memory_order_relaxed));
     }
     auto *bytes = reinterpret_cast<const std::byte *>(&h);
-    auto *globals = reinterpret_cast<const GlobalCounters *>(bytes + header_bytes);
+    auto *globals = reinterpret_cast<const GlobalCounters *>(bytes + stats_layout(view.slots()).globals_offset);
     for (std::size_t i = 0; i < global_counter_count; ++i)
         snap.global[i] = globals->value[i].load(std::memory_order_relaxed);
     for (std::uint32_t s = 0; s < view.slots(); ++s) {

@@ -22,7 +22,15 @@
  *                       ring_size bytes to the client
  *
  * The stats segment is separate (it outlives and is read without the
- * region) and is sized here too.
+ * region) and is laid out here too:
+ *
+ *   StatsHeader         magic, version, slots, runtimes' names
+ *   GlobalCounters      server-wide counters
+ *   SlotStats           per slot, each on lines of its own
+ *
+ * A host that maps region and stats in one segment (ipc::Segment) puts the
+ * stats after the region and its own bytes after the stats, at the offsets
+ * RegionLayout gives.
  */
 #pragma once
 
@@ -36,6 +44,9 @@
 namespace courier::ipc {
 
 inline constexpr std::size_t cache_line = 64;
+
+/* Rounds n up to a whole number of cache lines. */
+constexpr std::size_t cache_align(std::size_t n) { return (n + cache_line - 1) / cache_line * cache_line; }
 
 /* Bounds enforced by compute_layout(); the extension's GUCs use the same. */
 inline constexpr std::uint32_t min_slots = 1;
@@ -81,6 +92,17 @@ struct RegionLayout {
      * to a cache line where the allocator only guarantees 8 bytes. */
     std::size_t request_size = 0;
     std::size_t stats_size = 0;   // the separate stats segment
+    /* Where a host that maps both in one segment puts the stats, and where
+     * its own bytes may start (ipc::Segment). */
+    std::size_t bundled_stats_offset = 0;
+    std::size_t bundled_size = 0;
+};
+
+/* Offsets inside the stats segment for a region of `slots` slots. */
+struct StatsLayout {
+    std::size_t globals_offset = 0;  // GlobalCounters
+    std::size_t slots_offset = 0;    // SlotStats[slots]
+    std::size_t size = 0;
 };
 
 /*
@@ -91,7 +113,8 @@ struct RegionLayout {
 Status compute_layout(const RegionParams &params, RegionLayout *out);
 const char *describe_layout_error(const RegionParams &params);
 
-/* Sizes of the parts, for callers that only need one number. */
+StatsLayout stats_layout(std::uint32_t slots);
+/* stats_layout(slots).size, for callers that only need one number. */
 std::size_t stats_segment_size(std::uint32_t slots);
 
 }  // namespace courier::ipc

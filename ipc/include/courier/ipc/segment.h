@@ -6,7 +6,8 @@
  * backends inherit the postmaster's. open() maps it again, at whatever
  * address the kernel picks; nothing in the region depends on the address.
  *
- * Layout of the segment: region | stats | a caller area (bytes the region and stats never touch).
+ * Layout of the segment: region | stats | a caller area (bytes the region and
+ * stats never touch), at the offsets RegionLayout gives (bundled_*).
  */
 #pragma once
 
@@ -44,8 +45,6 @@ public:
 
 private:
     Segment() = default;
-    static std::size_t stats_offset(const RegionLayout &l);
-    static std::size_t caller_area_offset(const RegionLayout &l);
 
     std::string name_;
     pid_t creator_ = -1;

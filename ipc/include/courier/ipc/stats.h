@@ -139,11 +139,11 @@ struct alignas(64) SlotStats {
 
 inline constexpr std::uint64_t stats_magic = 0x5354415452554f43ull;  // "COURSTAT"
 /*
- * The layout's version: the structure's own (stats_layout), mixed with every
+ * The layout's version: the structure's own (stats_structure_version), mixed with every
  * counter's name in order, so that adding, removing or moving a counter in
  * the table makes an older exporter refuse the segment rather than misread it.
  */
-inline constexpr std::uint32_t stats_layout = 2;
+inline constexpr std::uint32_t stats_structure_version = 2;
 inline constexpr char stats_counter_names[] =
 #define COURIER_X(name, metric, as, help) #name ","
     COURIER_SIDE_COUNTERS(COURIER_X) "|" COURIER_GLOBAL_COUNTERS(COURIER_X);
@@ -153,7 +153,7 @@ constexpr std::uint32_t fnv1a(const char *s, std::uint32_t h) {
         h = (h ^ static_cast<unsigned char>(*s)) * 16777619u;
     return h;
 }
-inline constexpr std::uint32_t stats_version = fnv1a(stats_counter_names, 2166136261u ^ stats_layout);
+inline constexpr std::uint32_t stats_version = fnv1a(stats_counter_names, 2166136261u ^ stats_structure_version);
 
 /* What the worker made of a runtime. */
 enum class RuntimeState : std::uint32_t { unknown = 0, loaded = 1, failed = 2 };
