@@ -139,16 +139,17 @@ const char *parse_runtimes(const char *value, std::vector<worker::RuntimeSpec> *
 }
 
 bool check_runtimes(char **newval, void **, GucSource) {
-    return pg::door([&] {
+    /* The list is parsed and dropped before the report: GUC_check_errdetail allocates and may longjmp. */
+    const char *why = pg::door([&] {
         std::vector<worker::RuntimeSpec> parsed;
-        if (const char *why = parse_runtimes(*newval, &parsed)) {
-            GUC_check_errdetail("courier.runtimes: %s.", why);
-            GUC_check_errhint("Write a comma-separated list of runtime libraries, each as name=library or library, "
-                              "for example 'courier_echo, fusion=/opt/fusion/libfusion.so'.");
-            return false;
-        }
-        return true;
+        return parse_runtimes(*newval, &parsed);
     });
+    if (why == nullptr)
+        return true;
+    GUC_check_errdetail("courier.runtimes: %s.", why);
+    GUC_check_errhint("Write a comma-separated list of runtime libraries, each as name=library or library, "
+                      "for example 'courier_echo, fusion=/opt/fusion/libfusion.so'.");
+    return false;
 }
 
 /* courier.runtimes, or the obsolete courier.runtime when only that is set. */
@@ -216,7 +217,7 @@ int create_segment_file() {
     if (fd >= 0 || errno != EEXIST)
         return fd >= 0 ? fd : -2;
     char path[96];
-    snprintf(path, sizeof path, "/dev/shm%s", stats_name);
+    snprintf(path, sizeof path, "%s", ipc::stats_segment_path(PostPortNumber).c_str());
     struct stat st {};
     if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid()) {
         shm_unlink(stats_name);
@@ -411,6 +412,8 @@ int runtime_index(std::string_view name) {
 }
 
 const char *runtime_names() { return runtime_list.c_str(); }
+
+std::chrono::nanoseconds spin_budget() { return std::chrono::microseconds(guc_spin_us); }
 
 }  // namespace courier::ext
 

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <future>
 #include <thread>
 #include <set>
@@ -83,7 +85,15 @@ TEST(Layout, PartsAreAlignedDisjointAndCoverTheRegion) {
         EXPECT_EQ(l.bell_words, (slots + 63) / 64);
         EXPECT_GE(l.bell_stride, 8 * l.bell_words);
         EXPECT_EQ(l.stats_size, stats_segment_size(slots));
-        EXPECT_GE(l.stats_size, slots * sizeof(SlotStats));
+        const StatsLayout st = stats_layout(slots);
+        EXPECT_GE(st.globals_offset, sizeof(StatsHeader));
+        EXPECT_GE(st.slots_offset, st.globals_offset + sizeof(GlobalCounters));
+        EXPECT_EQ(st.slots_offset % 64, 0u);
+        EXPECT_EQ(st.size, st.slots_offset + slots * sizeof(SlotStats));
+        EXPECT_EQ(l.bundled_stats_offset % 64, 0u);
+        EXPECT_GE(l.bundled_stats_offset, l.region_size);
+        EXPECT_GE(l.bundled_size, l.bundled_stats_offset + l.stats_size);
+        EXPECT_EQ(l.bundled_size % 64, 0u);
     }
 }
 
@@ -557,6 +567,19 @@ TEST(Stats, AttachRefusesForeignOrShortSegments) {
     EXPECT_EQ(StatsView::attach(base, seg.layout().stats_size - 64, &v), Status::corrupt);
     seg.stats().header().version = 999;
     EXPECT_EQ(StatsView::attach(base, seg.layout().stats_size, &v), Status::corrupt);
+}
+
+/*
+ * scripts/pg-cluster is shell and cannot call stats_segment_path(); it spells
+ * the path once, and this test fails when the two part.
+ */
+TEST(Stats, TheClusterScriptSpellsTheSegmentPathAsTheCodeDoes) {
+    std::string path = stats_segment_path(54321);
+    path.replace(path.find("54321"), 5, "$port");
+    std::ifstream script(COURIER_SOURCE_DIR "/scripts/pg-cluster");
+    ASSERT_TRUE(script.good());
+    const std::string text((std::istreambuf_iterator<char>(script)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("\"" + path + "\""), std::string::npos) << "scripts/pg-cluster does not test " << path;
 }
 
 TEST(Wait, SpinningIsCappedRegionWide) {
