@@ -19,6 +19,7 @@
 #include "courier/ipc/region.h"
 #include "courier/ipc/wait.h"
 #include "courier/worker/worker.h"
+#include "courier/latch_waker.h"
 #include "courier/pg_guard.h"
 
 extern "C" {
@@ -65,30 +66,6 @@ const std::vector<worker::RuntimeSpec> &runtime_specs();
 int runtime_index(std::string_view name);
 /* "a, b, c": for messages. */
 const char *runtime_names();
-
-/*
- * The PostgreSQL waker. A Waiter with a PGPROC number (a backend's side of
- * its slot) sleeps on MyLatch, which only its own backend does; any other
- * (the worker's threads) on the futex word. Waking handles both kinds:
- * SetLatch on the PGPROC whose number the Waiter holds (range-checked), the
- * futex otherwise. SetLatch is the one PostgreSQL call made from the
- * worker's threads. Interrupts are reported only to latch waiters: the
- * worker's threads never see the main thread's InterruptPending.
- */
-class LatchWaker final : public ipc::Waker {
-public:
-    std::uint32_t prepare(ipc::Waiter &self) override;
-    ipc::ParkResult park(ipc::Waiter &self, std::uint32_t token, std::chrono::nanoseconds timeout) override;
-    void wake(ipc::Waiter &peer) override;
-    void wake_all(ipc::Waiter &peer) override;
-    bool interrupted(const ipc::Waiter &self) const override;
-
-private:
-    ipc::FutexWaker futex_;
-};
-
-/* This process's PGPROC number (the field moved in PostgreSQL 17). */
-int my_proc_number();
 
 /* Defines courier.enabled, whose assign hook belongs to the session (session.cc). */
 void define_enabled_setting();

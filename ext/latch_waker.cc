@@ -11,9 +11,11 @@
  */
 #include <chrono>
 
-#include "host.h"
+#include "courier/latch_waker.h"
 
 extern "C" {
+#include "postgres.h"
+
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
@@ -74,7 +76,5 @@ int my_proc_number() {
     return MyProc->pgprocno;
 #endif
 }
-
-std::chrono::nanoseconds spin_budget() { return std::chrono::microseconds(guc_spin_us); }
 
 }  // namespace courier::ext

@@ -51,6 +51,12 @@ std::string sent_error(Conn &c) {
     return error;
 }
 
+/* tests/pg's probe library, built for this server's major (scripts/test names another major's build). */
+std::string probe_library() {
+    const char *env = std::getenv("COURIER_PG_PROBE");
+    return env != nullptr && env[0] != '\0' ? env : COURIER_PG_PROBE;
+}
+
 class Courier : public ::testing::Test {
 protected:
     static void SetUpTestSuite() {
@@ -304,9 +310,7 @@ TEST(CourierCluster, TheGuardTurnsExceptionsIntoErrorsAndErrorsIntoUnwinding) {
     Cluster cluster(std::vector<std::string>{});
     ASSERT_TRUE(cluster.running()) << cluster.log();
     Conn c = cluster.connect();
-    /* Built for this server's major: scripts/test names another major's build in the environment. */
-    const char *env = std::getenv("COURIER_GUARD_PROBE");
-    const std::string lib = env != nullptr && env[0] != '\0' ? env : COURIER_GUARD_PROBE;
+    const std::string lib = probe_library();
     ASSERT_TRUE(c.exec("CREATE FUNCTION guard_throw(text) RETURNS void AS '" + lib + "' LANGUAGE C STRICT"));
     ASSERT_TRUE(c.exec("CREATE FUNCTION guard_pg_error() RETURNS text AS '" + lib + "' LANGUAGE C"));
     ASSERT_TRUE(c.exec("CREATE FUNCTION guard_destructors() RETURNS int AS '" + lib + "' LANGUAGE C"));
@@ -321,6 +325,36 @@ TEST(CourierCluster, TheGuardTurnsExceptionsIntoErrorsAndErrorsIntoUnwinding) {
     EXPECT_EQ(c.value("SELECT 1"), "1");
     EXPECT_EQ(cluster.log().find("terminating any other active server processes"), std::string::npos)
         << cluster.log();
+}
+
+/*
+ * The Waker conformance suite (tests/waker) on the latch waker, in backends:
+ * one checks the contract on its own latch, then two take 2000 turns each,
+ * parking on their latches with no spinning, each woken by the other's SetLatch.
+ */
+TEST(CourierCluster, TheLatchWakerKeepsTheWakerContract) {
+    Cluster cluster(std::vector<std::string>{});
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn a = cluster.connect(), b = cluster.connect();
+    const std::string lib = probe_library();
+    ASSERT_TRUE(a.exec("CREATE FUNCTION waker_conformance() RETURNS text AS '" + lib + "' LANGUAGE C"));
+    ASSERT_TRUE(a.exec("CREATE FUNCTION waker_turns_create(text) RETURNS void AS '" + lib + "' LANGUAGE C STRICT"));
+    ASSERT_TRUE(a.exec("CREATE FUNCTION waker_take_turns(text, int, int) RETURNS text AS '" + lib +
+                       "' LANGUAGE C STRICT"));
+    ASSERT_TRUE(a.exec("CREATE FUNCTION waker_turns_drop(text) RETURNS void AS '" + lib + "' LANGUAGE C STRICT"));
+    EXPECT_EQ(a.value("SELECT waker_conformance()"), "");
+
+    const std::string table = "'/courier-turns-" + std::to_string(cluster.port()) + "'";
+    a.exec("SELECT waker_turns_drop(" + table + ")");
+    ASSERT_TRUE(a.exec("SELECT waker_turns_create(" + table + ")"));
+    send(a, "SELECT waker_take_turns(" + table + ", 0, 2000)");
+    send(b, "SELECT waker_take_turns(" + table + ", 1, 2000)");
+    const std::string first = outcome(a), second = outcome(b);
+    a.exec("SELECT waker_turns_drop(" + table + ")");
+    EXPECT_EQ(first.rfind("ok, ", 0), 0u) << first;
+    EXPECT_EQ(second.rfind("ok, ", 0), 0u) << second;
+    EXPECT_NE(first, "ok, 0 parks") << "with no spin budget, the exchange must go through the latches";
+    EXPECT_NE(second, "ok, 0 parks");
 }
 
 TEST(CourierCluster, WorkerSigkillRestartsPostgresAndCallsWorkAfterwards) {

@@ -1,5 +1,8 @@
 /*
- * guard_probe.so — SQL functions that break the C++/PostgreSQL boundary on
+ * pg_probe.so — SQL functions that run courier's PostgreSQL-side pieces
+ * directly, for tests/pg (this file holds the module's magic block).
+ *
+ * Here: functions that break the C++/PostgreSQL boundary on
  * purpose, through courier/pg_guard.h, for CourierCluster.TheGuard... :
  * C++ exceptions of three kinds, and a PostgreSQL ERROR raised while C++
  * objects with destructors are alive. A counter shows the destructors ran.
