@@ -38,6 +38,7 @@ void init_waiter(Waiter &waiter) {
     waiter.futex_word.store(0, std::memory_order_relaxed);
     waiter.latch_proc.store(-1, std::memory_order_relaxed);
     waiter.spin_shift.store(0, std::memory_order_relaxed);
+    waiter.latch_armed.store(0, std::memory_order_relaxed);
 }
 
 std::uint32_t FutexWaker::prepare(Waiter &self) {

@@ -2,11 +2,11 @@
  * latch_waker.h — ipc's Waker on PostgreSQL latches (ext/latch_waker.cc).
  *
  * A Waiter with a PGPROC number (a backend's side of its slot) sleeps on
- * MyLatch, which only its own backend does; any other (the worker's
- * threads) on the futex word. Waking handles both kinds: SetLatch on the
- * PGPROC whose number the Waiter holds (range-checked), the futex
- * otherwise. SetLatch is the one PostgreSQL call made from the worker's
- * threads. Interrupts are reported only to latch waiters: the worker's
+ * its futex word for a moment, then on MyLatch, which only its own backend
+ * does; any other (the worker's threads) on the futex word alone. Waking
+ * handles both: the futex always, and SetLatch on the PGPROC whose number
+ * the Waiter holds (range-checked) once that backend sleeps on its latch.
+ * SetLatch is the one PostgreSQL call made from the worker's threads. Interrupts are reported only to latch waiters: the worker's
  * threads never see the main thread's InterruptPending.
  *
  * Threads: prepare(), park() and interrupted() on a latch Waiter run on
@@ -35,6 +35,8 @@ public:
     bool interrupted(const ipc::Waiter &self) const override;
 
 private:
+    ipc::ParkResult park_on_latch(ipc::Waiter &self, std::uint32_t token, long ms);
+
     ipc::FutexWaker futex_;
 };
 

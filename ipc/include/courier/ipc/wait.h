@@ -5,8 +5,9 @@
  *
  *   1. spin on its condition for up to a time budget (not an iteration
  *      count: the cost of an iteration differs by machine and load);
- *   2. token = waker.prepare(self)   — futex: read the sequence word;
- *                                      latch: ResetLatch(MyLatch);
+ *   2. token = waker.prepare(self)   — read the futex sequence word (the
+ *                                      latch waker too: it sleeps on the
+ *                                      word first, then on its latch);
  *   3. self.sleeping = 1; full fence; re-check the condition;
  *   4. waker.park(self, token)       — returns at once if a wake happened
  *                                      after step 2, so none is lost;
@@ -64,6 +65,8 @@ struct alignas(cache_line) Waiter {
     std::atomic<std::int32_t> latch_proc;  // PGPROC number, or -1 for futex
     /* The spin budget is policy.spin >> spin_shift: see wait_until. */
     std::atomic<std::uint32_t> spin_shift;
+    /* 1 while a latch Waiter sleeps on its latch rather than the futex word (ext/latch_waker.cc). */
+    std::atomic<std::uint32_t> latch_armed;
 };
 static_assert(sizeof(Waiter) == cache_line);
 
