@@ -14,18 +14,16 @@
  */
 #include "plan.h"
 
-#include <sched.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <sstream>
 
 #include <yaml-cpp/yaml.h>
 
 #include "courier/ipc/layout.h"
 #include "courier/ipc/ring.h"
+#include "courier/ipc/wait.h"
 
 namespace courier::config {
 namespace {
@@ -161,20 +159,6 @@ std::string human_bytes(std::uint64_t bytes) {
     else
         os << static_cast<double>(bytes) / (1ull << 10) << " kB";
     return os.str();
-}
-
-int usable_cpus() {
-    int cpus = 1;
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        cpus = std::max(1, CPU_COUNT(&set));
-    std::ifstream f("/sys/fs/cgroup/cpu.max");
-    std::string quota, period;
-    if (f >> quota >> period && quota != "max") {
-        const double limit = std::stod(quota) / std::stod(period);
-        cpus = std::min(cpus, std::max(1, static_cast<int>(std::ceil(limit))));
-    }
-    return cpus;
 }
 
 Workload load_workload(const std::string &text, const std::string &file) {
@@ -345,7 +329,7 @@ Plan make_plan(const Workload &w, const Existing &existing) {
     const std::string ring_rule = size_region(w, &plan);
     const std::uint64_t ring = plan.ring_size;
 
-    const int threads = w.worker_threads ? *w.worker_threads : usable_cpus();
+    const int threads = w.worker_threads ? *w.worker_threads : static_cast<int>(ipc::usable_cpus());
     const int spin = w.policy == Policy::latency ? 200 : w.policy == Policy::balanced ? 50 : 0;
     const char *policy = w.policy == Policy::latency ? "latency" : w.policy == Policy::balanced ? "balanced" : "efficiency";
     std::vector<std::string> preload = existing.preload;

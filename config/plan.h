@@ -68,7 +68,4 @@ std::optional<std::uint64_t> parse_size(const std::string &text);
 std::string format_size(std::uint64_t bytes);  // exact, in the largest whole unit
 std::string human_bytes(std::uint64_t bytes);   // rounded, for comments
 
-/* Usable CPUs: the affinity mask, limited by a cgroup v2 cpu.max quota. */
-int usable_cpus();
-
 }  // namespace courier::config

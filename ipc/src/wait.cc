@@ -12,6 +12,9 @@
 #include <cerrno>
 #include <climits>
 #include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <string>
 #include <thread>
 
 #if defined(__linux__)
@@ -25,12 +28,20 @@
 namespace courier::ipc {
 
 unsigned usable_cpus() {
+    unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
 #if defined(__linux__)
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0)
-        return static_cast<unsigned>(std::max(1, CPU_COUNT(&set)));
+        cpus = static_cast<unsigned>(std::max(1, CPU_COUNT(&set)));
+    /* A container's CPU quota (cgroup v2): its cores are visible, its time is not. */
+    std::ifstream f("/sys/fs/cgroup/cpu.max");
+    std::string quota, period;
+    if (f >> quota >> period && quota != "max") {
+        const double limit = std::stod(quota) / std::stod(period);
+        cpus = std::min(cpus, static_cast<unsigned>(std::max(1.0, std::ceil(limit))));
+    }
 #endif
-    return std::max(1u, std::thread::hardware_concurrency());
+    return cpus;
 }
 
 void init_waiter(Waiter &waiter) {

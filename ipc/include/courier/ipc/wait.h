@@ -175,7 +175,7 @@ inline void leave_spin(const WaitPolicy &policy) {
         policy.spinners->fetch_sub(1, std::memory_order_relaxed);
 }
 
-/* CPUs this process may run on (affinity mask; cgroup cpusets included). */
+/* CPUs this process may use: its affinity mask (cgroup cpusets included), limited by a cgroup v2 cpu.max quota. */
 unsigned usable_cpus();
 
 /*
