@@ -33,6 +33,8 @@ for transport in ["courier", "shm_mq", "socket"]:
         row = data.get("concurrency", {}).get(transport, {}).get(sessions)
         if not row or not row.get("calls_per_s", 0) > 0 or not 0 < row.get("p50_ns", 0) <= row["p99_ns"] <= row["p999_ns"]:
             errors.append(f"concurrency {transport} {sessions}: {row!r}")
+        elif row.get("calls_per_s") not in row.get("calls_per_s_runs", []):
+            errors.append(f"concurrency {transport} {sessions}: the kept row is not one of its runs")
 for name in ["short_alone", "short_beside_long"]:
     row = data.get("mixed", {}).get(name)
     if not row or not row.get("calls_per_s", 0) > 0 or not row.get("p99_ns", 0) > 0:
