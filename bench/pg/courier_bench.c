@@ -208,6 +208,8 @@ full_io(int fd, char *buf, size_t len, bool writing)
 	{
 		ssize_t		n = writing ? write(fd, buf + done, len - done) : read(fd, buf + done, len - done);
 
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n <= 0)
 			return false;
 		done += (size_t) n;
@@ -265,8 +267,25 @@ socket_open(Transport *t, int max_size)
 	t->worker = start_echo_worker("courier_bench_socket_worker", Int32GetDatum(MyProcPid));
 	pfd.fd = listener;
 	pfd.events = POLLIN;
-	if (poll(&pfd, 1, 10000) != 1)
-		ereport(ERROR, (errmsg("the socket echo worker did not connect")));
+	/*
+	 * poll() is never restarted after a signal, and with 64 sessions starting
+	 * together a backend takes some (sinval catch-up, for one).
+	 */
+	for (;;)
+	{
+		int			rc = poll(&pfd, 1, 10000);
+
+		if (rc == 1)
+			break;
+		if (rc < 0 && errno == EINTR)
+		{
+			CHECK_FOR_INTERRUPTS();
+			continue;
+		}
+		if (rc < 0)
+			ereport(ERROR, (errmsg("waiting for the socket echo worker: %m")));
+		ereport(ERROR, (errmsg("the socket echo worker did not connect within 10 s")));
+	}
 	t->fd = accept(listener, NULL, NULL);
 	close(listener);
 	unlink(addr.sun_path);
