@@ -236,7 +236,10 @@ courier_bench_socket_worker(Datum arg)
 	socket_path(addr.sun_path, sizeof addr.sun_path, DatumGetInt32(arg));
 	fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	if (buf == NULL || connect(fd, (struct sockaddr *) &addr, sizeof addr) != 0)
+	{
+		ereport(LOG, (errmsg("courier_bench socket echo: cannot connect to %s: %m", addr.sun_path)));
 		proc_exit(1);
+	}
 	for (;;)
 	{
 		uint32		len;
