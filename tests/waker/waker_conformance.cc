@@ -59,24 +59,21 @@ std::thread once_sleeping(Waiter &self, std::function<void()> act) {
     });
 }
 
-std::string a_wake_from_another_thread_ends_park(Waker &waker, Waiter &self, std::chrono::nanoseconds guard) {
-    const std::uint32_t token = waker.prepare(self);
-    std::thread other = once_sleeping(self, [&] { waker.wake(self); });
-    const ParkResult r = park_announced(waker, self, token, guard);
-    other.join();
-    return expect("a wake from another thread", r, ParkResult::woken);
-}
-
-/* A waker may change how it sleeps as a park goes on (the latch waker: futex, then latch). */
-std::string a_late_wake_ends_a_long_park(Waker &waker, Waiter &self, std::chrono::nanoseconds guard) {
+/*
+ * Another thread wakes the parked waiter, `delay` after it announced sleeping: at once, and
+ * late enough for a waker that changes how it sleeps as a park goes on (the latch waker:
+ * futex, then latch).
+ */
+std::string a_wake_from_another_thread_ends_park(Waker &waker, Waiter &self, std::chrono::nanoseconds guard,
+                                                 milliseconds delay, const char *what) {
     const std::uint32_t token = waker.prepare(self);
     std::thread other = once_sleeping(self, [&] {
-        std::this_thread::sleep_for(milliseconds(20));
+        std::this_thread::sleep_for(delay);
         waker.wake(self);
     });
     const ParkResult r = park_announced(waker, self, token, guard);
     other.join();
-    return expect("a wake 20 ms into a park", r, ParkResult::woken);
+    return expect(what, r, ParkResult::woken);
 }
 
 std::string a_pending_interrupt_stops_park(Waker &waker, Waiter &self, const Interrupts &in,
@@ -108,8 +105,8 @@ std::vector<std::string> check_waker(Waker &waker, Waiter &self, const Interrupt
     std::vector<std::string> results = {
         a_wake_between_prepare_and_park_is_not_lost(waker, self, guard),
         park_without_a_wake_times_out(waker, self),
-        a_wake_from_another_thread_ends_park(waker, self, guard),
-        a_late_wake_ends_a_long_park(waker, self, guard),
+        a_wake_from_another_thread_ends_park(waker, self, guard, milliseconds(0), "a wake from another thread"),
+        a_wake_from_another_thread_ends_park(waker, self, guard, milliseconds(20), "a wake 20 ms into a park"),
     };
     if (interrupts != nullptr) {
         results.push_back(a_pending_interrupt_stops_park(waker, self, *interrupts, guard));
