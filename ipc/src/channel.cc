@@ -112,6 +112,20 @@ std::uint64_t MessageWriter::frame_target(std::uint64_t want) const {
     return std::max(want, ring_.max_chunk());
 }
 
+/*
+ * How many bytes the next frame must have room for: all that is known to
+ * come when it fits in one frame, else any. Taking less would split a
+ * message that fits in one frame at the end of the data area, and
+ * publishing the first part is a notification that wakes a parked peer to
+ * read half a message (the demo's 1 B..4 kB calls over 32 kB rings: 0.11
+ * wakeups per call). A message of several frames is streamed as before:
+ * its frames fill the ring up to its end.
+ */
+std::uint64_t MessageWriter::frame_floor(std::uint64_t want) const {
+    const std::uint64_t coming = total_ != unknown_length ? total_ - written_ : want;
+    return coming >= 1 && coming <= ring_.max_chunk() ? coming : 1;
+}
+
 Status MessageWriter::write(std::span<const std::byte> bytes) {
     if (done_)
         return Status::bad_argument;
@@ -123,7 +137,7 @@ Status MessageWriter::write(std::span<const std::byte> bytes) {
         if (open_ && frame_used_ == frame_.size())
             publish(0);
         if (!open_) {
-            if (Status s = open_frame(1, frame_target(bytes.size())); s != Status::ok)
+            if (Status s = open_frame(frame_floor(bytes.size()), frame_target(bytes.size())); s != Status::ok)
                 return s;
         }
         const std::size_t k = std::min<std::size_t>(bytes.size(), frame_.size() - frame_used_);
@@ -149,7 +163,7 @@ Status MessageWriter::reserve(std::uint64_t want, std::span<std::byte> *out) {
     if (open_ && frame_used_ == frame_.size())
         publish(0);
     if (!open_) {
-        if (Status s = open_frame(1, frame_target(want)); s != Status::ok)
+        if (Status s = open_frame(frame_floor(want), frame_target(want)); s != Status::ok)
             return s;
     }
     *out = frame_.subspan(frame_used_, std::min<std::uint64_t>(want, frame_.size() - frame_used_));

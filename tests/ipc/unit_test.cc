@@ -295,6 +295,41 @@ TEST(Channel, SmallMessageIsOneFrame) {
     EXPECT_EQ(snap.client[static_cast<int>(Counter::wakeups_elided)], 1u);  // nobody slept
 }
 
+/*
+ * A message that fits in one frame goes out as one frame wherever the ring's
+ * cursor is: split at the end of the data area, its first part would be one
+ * more notification, which wakes a parked peer to read half a message.
+ */
+TEST(Channel, AMessageThatFitsInAFrameIsNotSplitAtTheRingsEnd) {
+    Pair p(4096);
+    const std::uint64_t max_chunk = p.seg.region().to_server(p.handle.index).max_chunk();
+    std::uint64_t notified = 0;
+    for (int i = 0; i < 300; ++i) {
+        const std::uint64_t size = 1 + (static_cast<std::uint64_t>(i) * 397) % max_chunk;
+        const auto msg = courier::test::random_bytes(static_cast<unsigned>(i), size);
+        MessageWriter w(p.client, FrameKind::request, i % 2 == 0 ? size : unknown_length);
+        ASSERT_EQ(w.write(msg), Status::ok);
+        ASSERT_EQ(w.finish(), Status::ok);
+        MessageReader r(p.server);
+        std::vector<std::byte> out;
+        int frames = 0;
+        for (bool last = false; !last;) {
+            std::span<const std::byte> chunk;
+            ASSERT_EQ(r.next(&chunk, &last), Status::ok);
+            out.insert(out.end(), chunk.begin(), chunk.end());
+            ++frames;
+        }
+        r.release();
+        EXPECT_EQ(frames, 1) << "message " << i << " of " << size << " bytes";
+        EXPECT_EQ(out, msg);
+        auto snap = read_stats(p.seg.stats());
+        const std::uint64_t now = snap.client[static_cast<int>(Counter::wakeups_sent)] +
+                                  snap.client[static_cast<int>(Counter::wakeups_elided)];
+        EXPECT_EQ(now - notified, 1u) << "message " << i << ": one notification per message";
+        notified = now;
+    }
+}
+
 TEST(Channel, MessageSpansSeveralChunksAndReassembles) {
     Pair p(16384);
     const auto msg = courier::test::random_bytes(7, 9000);  // > max_chunk, < ring

@@ -98,6 +98,7 @@ private:
     void publish(std::uint16_t extra_flags);
     Status refuse_if_too_large(std::uint64_t more);
     std::uint64_t frame_target(std::uint64_t want) const;
+    std::uint64_t frame_floor(std::uint64_t want) const;
 
     Endpoint ep_{};
     RingView ring_;
