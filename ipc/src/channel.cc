@@ -105,25 +105,27 @@ Status MessageWriter::refuse_if_too_large(std::uint64_t more) {
     return Status::too_large;
 }
 
-/* How many bytes the next frame should offer room for. */
-std::uint64_t MessageWriter::frame_target(std::uint64_t want) const {
-    if (total_ != unknown_length)
-        return std::max<std::uint64_t>(total_ - written_, 1);
-    return std::max(want, ring_.max_chunk());
-}
-
 /*
- * How many bytes the next frame must have room for: all that is known to
- * come when it fits in one frame, else any. Taking less would split a
- * message that fits in one frame at the end of the data area, and
- * publishing the first part is a notification that wakes a parked peer to
- * read half a message (the demo's 1 B..4 kB calls over 32 kB rings: 0.11
- * wakeups per call). A message of several frames is streamed as before:
- * its frames fill the ring up to its end.
+ * Makes sure a frame with room is open for `want` more bytes: publishes the
+ * open frame if it is full, then opens one. The new frame must have room
+ * for all that is known to come when that fits in one frame: taking less
+ * would split such a message at the end of the data area, and publishing
+ * the first part is a notification that wakes a parked peer to read half a
+ * message (the demo's 1 B..4 kB calls over 32 kB rings: 0.11 wakeups per
+ * call). A message of several frames streams, its frames filling the ring
+ * up to its end; the frame offers room for the rest of a message of known
+ * length, else for at least a whole frame.
  */
-std::uint64_t MessageWriter::frame_floor(std::uint64_t want) const {
+Status MessageWriter::frame_for(std::uint64_t want) {
+    if (open_ && frame_used_ == frame_.size())
+        publish(0);
+    if (open_)
+        return Status::ok;
     const std::uint64_t coming = total_ != unknown_length ? total_ - written_ : want;
-    return coming >= 1 && coming <= ring_.max_chunk() ? coming : 1;
+    const std::uint64_t min = coming >= 1 && coming <= ring_.max_chunk() ? coming : 1;
+    const std::uint64_t max = total_ != unknown_length ? std::max<std::uint64_t>(coming, 1)
+                                                       : std::max(want, ring_.max_chunk());
+    return open_frame(min, max);
 }
 
 Status MessageWriter::write(std::span<const std::byte> bytes) {
@@ -134,12 +136,8 @@ Status MessageWriter::write(std::span<const std::byte> bytes) {
     if (total_ != unknown_length && written_ + bytes.size() > total_)
         return Status::bad_argument;
     while (!bytes.empty()) {
-        if (open_ && frame_used_ == frame_.size())
-            publish(0);
-        if (!open_) {
-            if (Status s = open_frame(frame_floor(bytes.size()), frame_target(bytes.size())); s != Status::ok)
-                return s;
-        }
+        if (Status s = frame_for(bytes.size()); s != Status::ok)
+            return s;
         const std::size_t k = std::min<std::size_t>(bytes.size(), frame_.size() - frame_used_);
         std::memcpy(frame_.data() + frame_used_, bytes.data(), k);
         frame_used_ += k;
@@ -160,12 +158,8 @@ Status MessageWriter::reserve(std::uint64_t want, std::span<std::byte> *out) {
     want = std::min(want, ep_.region->max_message_size() + exempt_ - written_);
     if (want == 0)
         return Status::bad_argument;
-    if (open_ && frame_used_ == frame_.size())
-        publish(0);
-    if (!open_) {
-        if (Status s = open_frame(frame_floor(want), frame_target(want)); s != Status::ok)
-            return s;
-    }
+    if (Status s = frame_for(want); s != Status::ok)
+        return s;
     *out = frame_.subspan(frame_used_, std::min<std::uint64_t>(want, frame_.size() - frame_used_));
     return Status::ok;
 }

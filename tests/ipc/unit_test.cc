@@ -26,6 +26,20 @@ std::span<const std::byte> bytes_of(const std::string &s) {
     return {reinterpret_cast<const std::byte *>(s.data()), s.size()};
 }
 
+/* Reads one message frame by frame into *out; the number of frames, or -1 if a frame fails. */
+int read_frames(const Endpoint &server, std::vector<std::byte> *out) {
+    MessageReader r(server);
+    int frames = 0;
+    for (bool last = false; !last; ++frames) {
+        std::span<const std::byte> chunk;
+        if (r.next(&chunk, &last) != Status::ok)
+            return -1;
+        out->insert(out->end(), chunk.begin(), chunk.end());
+    }
+    r.release();
+    return frames;
+}
+
 /* Two endpoints of slot 0 with a futex waker and no spinning. */
 struct Pair {
     TestSegment seg{params()};
@@ -310,17 +324,8 @@ TEST(Channel, AMessageThatFitsInAFrameIsNotSplitAtTheRingsEnd) {
         MessageWriter w(p.client, FrameKind::request, i % 2 == 0 ? size : unknown_length);
         ASSERT_EQ(w.write(msg), Status::ok);
         ASSERT_EQ(w.finish(), Status::ok);
-        MessageReader r(p.server);
         std::vector<std::byte> out;
-        int frames = 0;
-        for (bool last = false; !last;) {
-            std::span<const std::byte> chunk;
-            ASSERT_EQ(r.next(&chunk, &last), Status::ok);
-            out.insert(out.end(), chunk.begin(), chunk.end());
-            ++frames;
-        }
-        r.release();
-        EXPECT_EQ(frames, 1) << "message " << i << " of " << size << " bytes";
+        EXPECT_EQ(read_frames(p.server, &out), 1) << "message " << i << " of " << size << " bytes";
         EXPECT_EQ(out, msg);
         auto snap = read_stats(p.seg.stats());
         const std::uint64_t now = snap.client[static_cast<int>(Counter::wakeups_sent)] +
@@ -336,20 +341,8 @@ TEST(Channel, MessageSpansSeveralChunksAndReassembles) {
     MessageWriter w(p.client, FrameKind::request, unknown_length);
     ASSERT_EQ(w.write(msg), Status::ok);
     ASSERT_EQ(w.finish(), Status::ok);
-    MessageReader r(p.server);
-    int frames = 0;
     std::vector<std::byte> out;
-    for (;;) {
-        std::span<const std::byte> chunk;
-        bool last = false;
-        ASSERT_EQ(r.next(&chunk, &last), Status::ok);
-        out.insert(out.end(), chunk.begin(), chunk.end());
-        ++frames;
-        if (last)
-            break;
-    }
-    r.release();
-    EXPECT_EQ(frames, 3);  // 4072 + 4072 + 856
+    EXPECT_EQ(read_frames(p.server, &out), 3);  // 4072 + 4072 + 856
     EXPECT_EQ(out, msg);
 }
 

@@ -97,8 +97,7 @@ private:
     Status open_frame(std::uint64_t min, std::uint64_t max);
     void publish(std::uint16_t extra_flags);
     Status refuse_if_too_large(std::uint64_t more);
-    std::uint64_t frame_target(std::uint64_t want) const;
-    std::uint64_t frame_floor(std::uint64_t want) const;
+    Status frame_for(std::uint64_t want);
 
     Endpoint ep_{};
     RingView ring_;
