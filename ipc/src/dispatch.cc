@@ -7,9 +7,9 @@
 
 namespace courier::ipc {
 
-void notify_idle(DispatchControl &d, Waker &waker, SideCounters *counters) {
+void notify_idle(DispatchControl &d, const Doorbell &bell, Waker &waker, SideCounters *counters) {
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (d.spinning.load(std::memory_order_relaxed) == 0 &&
+    if (bell.spinner().load(std::memory_order_relaxed) == 0 &&
         d.idle.sleeping.load(std::memory_order_relaxed) != 0) {
         waker.wake(d.idle);
         bump(counters, Counter::wakeups_sent);
@@ -27,7 +27,7 @@ bool Dispatcher::claim(Waker &waker, Accepted *out) {
             continue;  // a stale bit, or a call of a dead server's epoch
         out->index = index;
         if (bell.any())
-            notify_idle(region_.dispatch(runtime_), waker, nullptr);  // more calls: one more thread
+            notify_idle(region_.dispatch(runtime_), bell, waker, nullptr);  // more calls: one more thread
         return true;
     }
     return false;
@@ -35,10 +35,9 @@ bool Dispatcher::claim(Waker &waker, Accepted *out) {
 
 /* Polls the doorbell as this runtime's one spinner; true when it rang. */
 bool Dispatcher::spin_for_bell(std::chrono::nanoseconds spin, const StopCheck &stop) {
-    DispatchControl &d = region_.dispatch(runtime_);
-    if (spin.count() <= 0 || d.spinning.exchange(1, std::memory_order_seq_cst) != 0)
-        return false;
     Doorbell bell = region_.doorbell(runtime_);
+    if (spin.count() <= 0 || bell.spinner().exchange(1, std::memory_order_seq_cst) != 0)
+        return false;
     const auto end = std::chrono::steady_clock::now() + spin;
     bool rang = false;
     for (unsigned i = 1;; ++i) {
@@ -50,7 +49,7 @@ bool Dispatcher::spin_for_bell(std::chrono::nanoseconds spin, const StopCheck &s
         if ((i & 63) == 0 && (std::chrono::steady_clock::now() >= end || stop()))
             break;
     }
-    d.spinning.store(0, std::memory_order_seq_cst);
+    bell.spinner().store(0, std::memory_order_seq_cst);
     return rang;
 }
 

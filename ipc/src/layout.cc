@@ -53,8 +53,8 @@ Status compute_layout(const RegionParams &params, RegionLayout *out) {
     at = cache_align(at + sizeof(std::uint32_t) * params.slots);
     l.bells_offset = at;
     l.bell_words = (params.slots + 63) / 64;
-    /* Each bitmap on lines of its own: backends ring one runtime's bell. */
-    l.bell_stride = cache_align(sizeof(std::uint64_t) * l.bell_words);
+    /* Each bell (its spinner word, then the bitmap) on lines of its own: backends ring one runtime's bell. */
+    l.bell_stride = cache_align(sizeof(std::uint64_t) * (1 + l.bell_words));
     at += l.bell_stride * (params.runtimes + 1);
     l.slots_offset = at;
     l.slot_stride = cache_align(sizeof(SlotControl));

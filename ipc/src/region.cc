@@ -204,8 +204,9 @@ Status Region::begin_call(const SlotHandle &handle, std::uint64_t *epoch) {
 
 void Region::ring_doorbell(std::uint32_t runtime, const SlotHandle &handle, Waker &waker,
                            SideCounters *counters) {
-    doorbell(runtime).ring(handle.index);
-    notify_idle(dispatch(runtime), waker, counters);
+    Doorbell bell = doorbell(runtime);
+    bell.ring(handle.index);
+    notify_idle(dispatch(runtime), bell, waker, counters);
 }
 
 std::uint64_t Region::begin_server_epoch(Waker &waker) {
@@ -227,9 +228,10 @@ std::uint64_t Region::begin_server_epoch(Waker &waker) {
             notify(sc->client, waker, nullptr);
     }
     /* No thread of ours serves yet, and the dead process's are gone: a thread that died spinning would
-     * leave `spinning` set and every later ring elided, one that died parked a stale count (model/slots.pml). */
+     * leave its bell's spinner word set and every later ring elided, one that died parked a stale count
+     * (model/slots.pml). */
     for (std::uint32_t r = 0; r < runtimes(); ++r) {
-        dispatch(r).spinning.store(0, std::memory_order_relaxed);
+        doorbell(r).spinner().store(0, std::memory_order_relaxed);
         dispatch(r).idle.sleeping.store(0, std::memory_order_relaxed);
     }
     std::atomic_thread_fence(std::memory_order_seq_cst);

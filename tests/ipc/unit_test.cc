@@ -97,7 +97,7 @@ TEST(Layout, PartsAreAlignedDisjointAndCoverTheRegion) {
         }
         EXPECT_EQ(l.rings_offset + l.ring_stride * slots, l.region_size);
         EXPECT_EQ(l.bell_words, (slots + 63) / 64);
-        EXPECT_GE(l.bell_stride, 8 * l.bell_words);
+        EXPECT_GE(l.bell_stride, 8 * (1 + l.bell_words));
         EXPECT_EQ(l.stats_size, stats_segment_size(slots));
         const StatsLayout st = stats_layout(slots);
         EXPECT_GE(st.globals_offset, sizeof(StatsHeader));
@@ -187,11 +187,30 @@ TEST(Doorbell, DrainsEachRungSlotOnceAndIgnoresBitsBeyondSlots) {
     EXPECT_FALSE(bell.ring(70));
     auto *words = reinterpret_cast<std::atomic<std::uint64_t> *>(
         reinterpret_cast<std::byte *>(&seg.region().header()) + seg.layout().bells_offset);
-    words[1].fetch_or(1ull << 40);  // slot 104 does not exist
+    words[2].fetch_or(1ull << 40);  // slot 104 does not exist (words[0] is the spinner word)
     std::vector<std::uint32_t> got;
     EXPECT_EQ(bell.drain([&](std::uint32_t s) { got.push_back(s); }), 2u);
     EXPECT_EQ(got, (std::vector<std::uint32_t>{3, 69}));
     EXPECT_FALSE(bell.any());
+}
+
+/* A ringer reads the spinner word right after its fetch_or: it must be on the line that brought over. */
+TEST(Doorbell, TheSpinnerWordSharesTheLineOfTheFirstSlotsBits) {
+    TestSegment seg(params(1000));
+    for (std::uint32_t r = 0; r <= seg.region().runtimes(); ++r) {
+        Doorbell bell = seg.region().doorbell(r);
+        auto *base = reinterpret_cast<std::byte *>(&seg.region().header()) + seg.layout().bells_offset +
+                     r * seg.layout().bell_stride;
+        auto *words = reinterpret_cast<std::atomic<std::uint64_t> *>(base);
+        EXPECT_EQ(static_cast<void *>(&bell.spinner()), static_cast<void *>(&words[0]));
+        EXPECT_EQ(reinterpret_cast<std::uintptr_t>(base) % cache_line, 0u);
+        ASSERT_TRUE(bell.ring(447));  // the last slot whose bit is on the spinner's line
+        EXPECT_EQ(words[7].load(), 1ull << 63);
+        EXPECT_EQ(words[0].load(), 0u);  // ringing never touches the spinner word
+        ASSERT_TRUE(bell.ring(999));
+        EXPECT_EQ(words[1 + 999 / 64].load(), 1ull << (999 % 64));
+        EXPECT_EQ(bell.drain([](std::uint32_t) {}), 2u);
+    }
 }
 
 /* -------------------------------------------------------------- rings */
@@ -478,7 +497,7 @@ TEST(Region, NewServerEpochReleasesSlotsOfDeadCallsAndFailsWaiters) {
 
 /*
  * Found by model/slots.pml (KEEP_DEAD_SPINNER): a serving process that died while one of its threads
- * spun left `spinning` set, so every ring after the restart was elided and the new threads slept
+ * spun left its bell's spinner word set, so every ring after the restart was elided and the new threads slept
  * through it. The ring below must wake the parked thread, not be elided.
  */
 TEST(Region, AServerThatDiedSpinningDoesNotSilenceTheDoorbell) {
@@ -486,7 +505,7 @@ TEST(Region, AServerThatDiedSpinningDoesNotSilenceTheDoorbell) {
     FutexWaker waker;
     Region &r = seg.region();
     r.begin_server_epoch(waker);
-    r.dispatch(0).spinning.store(1);  // the old process died between announcing and clearing its spin
+    r.doorbell(0).spinner().store(1);  // the old process died between announcing and clearing its spin
     r.begin_server_epoch(waker);
     auto taken = std::async(std::launch::async, [&] {
         FutexWaker own;

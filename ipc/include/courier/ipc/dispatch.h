@@ -9,16 +9,17 @@
  *   busy       running a call; it claims from the doorbell again before it
  *              may become idle, so it needs no wakeup
  *   spinning   idle and polling the doorbell (at most one per runtime:
- *              `spinning` is 0 or 1); it will see a ring by itself
+ *              the bell's spinner word is 0 or 1); it will see a ring by
+ *              itself
  *   parked     idle and asleep on `idle` (a futex Waiter whose `sleeping`
  *              counts the parked threads)
  *
  * The ringer (ring_doorbell) sets its bit, issues a full fence and reads
- * `spinning` and `idle.sleeping`: a spinner will find the call, so the
+ * the spinner word and `idle.sleeping`: a spinner will find the call, so the
  * wakeup is elided; otherwise one parked thread, if any, is woken — one
  * per call, never all. A thread about to park first increments
  * `idle.sleeping`, fences, and looks at the doorbell once more; a thread
- * that stops spinning clears `spinning` before that. These are Dekker
+ * that stops spinning clears the spinner word before that. These are Dekker
  * pairs: either the ringer sees a spinner or a sleeper, or the thread's
  * last look sees the bit. Hence no call waits while a thread is idle.
  *
@@ -48,6 +49,7 @@
 #include <cstdint>
 #include <functional>
 
+#include "courier/ipc/doorbell.h"
 #include "courier/ipc/layout.h"
 #include "courier/ipc/status.h"
 #include "courier/ipc/wait.h"
@@ -56,9 +58,9 @@ namespace courier::ipc {
 
 class Region;
 
+/* The spinner word lives in the doorbell's line (doorbell.h), beside the bits a ringer sets. */
 struct alignas(cache_line) DispatchControl {
     Waiter idle;  // futex word; sleeping counts parked threads
-    std::atomic<std::uint32_t> spinning;  // a thread polls the doorbell
 };
 
 /* A call taken from a doorbell: the slot and the generation of its lease. */
@@ -70,7 +72,7 @@ struct Accepted {
 using StopCheck = std::function<bool()>;
 
 /* The ringer's half: wakes one parked thread unless a spinner will see the bell. */
-void notify_idle(DispatchControl &d, Waker &waker, SideCounters *counters);
+void notify_idle(DispatchControl &d, const Doorbell &bell, Waker &waker, SideCounters *counters);
 
 /*
  * One runtime's end of the doorbell. Any number of threads may call next()

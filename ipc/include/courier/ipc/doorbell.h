@@ -13,6 +13,14 @@
  * word decides what the ring means. Bits beyond the slot count are ignored
  * (a corrupt word cannot name a slot that does not exist).
  *
+ * The bell's first word is not a slot's: it is 1 while a serving thread
+ * spins on this bell (spinner(), dispatch.h). A ringer must read it after
+ * its ring, and it shares the cache line of the first 448 slots' bits, so
+ * the line the ringer's fetch_or brings over carries it too: the spinner
+ * sets and clears it once per call, and on a word of its own line each of
+ * those stores pulled the line away from the ringer that read it (two
+ * transfers per call, measured in bench/README.md).
+ *
  * Ordering: ring is seq_cst, so that together with the fence in the
  * ringer's notify it forms the Dekker handshake with a serving thread that
  * announces itself idle (dispatch.h). claim and drain acquire, pairing with
@@ -31,8 +39,9 @@ namespace courier::ipc {
 class Doorbell {
 public:
     Doorbell() = default;
+    /* `words`: the spinner word, then (slots + 63) / 64 bitmap words. */
     Doorbell(std::atomic<std::uint64_t> *words, std::uint32_t slots)
-        : words_(words), slots_(slots) {}
+        : spinner_(words), words_(words + 1), slots_(slots) {}
 
     void clear();
     /* Returns true when the bit was newly set. */
@@ -43,10 +52,13 @@ public:
     template <typename Fn>
     std::uint32_t drain(Fn &&fn);
     bool any() const;
+    /* 1 while a serving thread spins on this bell (dispatch.h). */
+    std::atomic<std::uint64_t> &spinner() const { return *spinner_; }
 
 private:
     std::size_t words() const { return (slots_ + 63) / 64; }
 
+    std::atomic<std::uint64_t> *spinner_ = nullptr;
     std::atomic<std::uint64_t> *words_ = nullptr;
     std::uint32_t slots_ = 0;
 };

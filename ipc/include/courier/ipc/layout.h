@@ -14,9 +14,10 @@
  *                       server epoch, the cancel watcher's waiter
  *   dispatch controls   DispatchControl per runtime (its idle threads)
  *   free-list links     one uint32 per slot (next index on the stack)
- *   bells               one bitmap per runtime (calls waiting for it),
- *                       then the cancel bell (calls abandoned mid-call);
- *                       one bit per slot, in 64-bit words
+ *   bells               one per runtime (calls waiting for it), then the
+ *                       cancel bell (calls abandoned mid-call): a word
+ *                       that says a thread spins on it, then one bit per
+ *                       slot, in 64-bit words
  *   slot controls       SlotControl per slot (state, waiters, ring cursors)
  *   ring data           per slot: ring_size bytes to the server, then
  *                       ring_size bytes to the client
@@ -81,8 +82,8 @@ struct RegionLayout {
     std::size_t dispatch_offset = 0;  // DispatchControl[runtimes]
     std::size_t freelist_offset = 0;
     std::size_t bells_offset = 0;     // runtimes + 1 bitmaps, the cancel bell last
-    std::size_t bell_words = 0;       // 64-bit words per bitmap
-    std::size_t bell_stride = 0;      // bytes from one bitmap to the next
+    std::size_t bell_words = 0;       // 64-bit words per bitmap (after the spinner word)
+    std::size_t bell_stride = 0;      // bytes from one bell to the next
     std::size_t slots_offset = 0;
     std::size_t slot_stride = 0;
     std::size_t rings_offset = 0;

@@ -41,8 +41,8 @@
  * client that read the old epoch just before the scan and set its bit just
  * after it is caught by accept(), which refuses (and lets go of) any call
  * whose epoch is not the current one. It also forgets the dead process's
- * idle threads (DispatchControl): one that died spinning would otherwise
- * leave every later ring elided. Hence it runs before any serving thread
+ * idle threads (DispatchControl, and the bell's spinner word): one that
+ * died spinning would otherwise leave every later ring elided. Hence it runs before any serving thread
  * of the new process starts.
  *
  * Who writes what: the free-list head and links, ownership words and
@@ -76,7 +76,7 @@
 namespace courier::ipc {
 
 inline constexpr std::uint64_t region_magic = 0x4e4f494745524f43ull;  // "COREGION"
-inline constexpr std::uint32_t region_version = 2;
+inline constexpr std::uint32_t region_version = 3;
 
 enum SlotStateBits : std::uint32_t {
     held_by_client = 1u << 0,
