@@ -115,15 +115,25 @@ bool RingView::empty() const {
            header_->tail.value.load(std::memory_order_acquire);
 }
 
+/* Where the frame at `head` starts: the implicit skip when no header fits before the end. */
+static std::uint64_t frame_start(std::uint64_t head, std::uint64_t capacity) {
+    const std::uint64_t to_end = capacity - (head & (capacity - 1));
+    return to_end < header_size ? head + to_end : head;
+}
+
+bool RingView::frame_published() const {
+    const std::uint64_t head = header_->head.value.load(std::memory_order_relaxed);
+    if (head % frame_align != 0)
+        return true;  // peek() reports it
+    const std::uint64_t at = frame_start(head, capacity_);
+    return mark_at(at & (capacity_ - 1)) == at + 1;
+}
+
 /* The complete frame at `head`, reading only frame headers (marks). */
 Status RingView::frame_at(std::uint64_t head, Frame *out) const {
+    head = frame_start(head, capacity_);
     std::uint64_t pos = head & (capacity_ - 1);
     std::uint64_t to_end = capacity_ - pos;
-    if (to_end < header_size) {  // the implicit skip: no header fits here
-        head += to_end;
-        pos = 0;
-        to_end = capacity_;
-    }
     if (mark_at(pos) != head + 1)
         return Status::would_block;
     FrameHeader h;

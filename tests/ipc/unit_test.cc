@@ -449,6 +449,49 @@ TEST(Channel, WaitingForDataTimesOutAtTheDeadline) {
     EXPECT_EQ(read_stats(p.seg.stats()).client[static_cast<int>(Counter::sleeps)], 1u);
 }
 
+/*
+ * A reader spins on the mark of the frame it waits for and reads the slot's state and the server epoch
+ * only every 64th poll (wait.h). Both must still end the wait within the spin: a frame published
+ * meanwhile, and then a server restart. With a 30 s budget, a wait that missed either would end in
+ * the park path, not as a spin hit.
+ */
+TEST(Channel, ASpinningReaderSeesAFrameAndAServerRestartWithinItsSpin) {
+    Pair p;
+    Endpoint spinner = p.client;
+    spinner.policy.spin = std::chrono::seconds(30);
+    spinner.policy.deadline = std::chrono::steady_clock::time_point::max();
+    spinner.policy = p.seg.region().with_spinner_cap(spinner.policy);
+    const auto spinning = [&] {
+        while (p.seg.region().header().spinners.load() == 0)
+            std::this_thread::yield();
+    };
+    const auto counter = [&](Counter c) { return read_stats(p.seg.stats()).client[static_cast<int>(c)]; };
+
+    MessageReader r(spinner);
+    auto first = std::async(std::launch::async, [&] {
+        std::vector<std::byte> out;
+        return r.read_all(&out) == Status::ok ? out.size() : 0;
+    });
+    spinning();
+    MessageWriter w(p.server, FrameKind::response, 3);
+    ASSERT_EQ(w.write(bytes_of("abc")), Status::ok);
+    ASSERT_EQ(w.finish(), Status::ok);
+    EXPECT_EQ(first.get(), 3u);
+    EXPECT_EQ(counter(Counter::spin_hits), 1u);
+
+    MessageReader again(spinner);
+    auto second = std::async(std::launch::async, [&] {
+        std::span<const std::byte> chunk;
+        bool last = false;
+        return again.next(&chunk, &last);
+    });
+    spinning();
+    p.seg.region().begin_server_epoch(p.waker);
+    EXPECT_EQ(second.get(), Status::server_restarted);
+    EXPECT_EQ(counter(Counter::spin_hits), 2u);
+    EXPECT_EQ(counter(Counter::sleeps), 0u);
+}
+
 /* -------------------------------------------------- ownership, epochs */
 
 TEST(Region, AbandonedSlotReturnsOnlyWhenTheServerLetsGo) {

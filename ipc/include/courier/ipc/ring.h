@@ -125,6 +125,8 @@ public:
     /* --- consumer --- */
     /* would_block when empty; corrupt when a cursor or header is invalid. */
     Status peek(Frame *out) const;
+    /* Whether a frame (or pad) is published at head: reads the consumer's head and one mark, nothing the producer writes later. */
+    bool frame_published() const;
     void consume(const Frame &frame);
     bool empty() const;
 

@@ -28,6 +28,15 @@
  * fences make the pair a Dekker handshake: either the waiter's re-check sees
  * the publication, or the publisher sees the sleeping flag.
  *
+ * A wait may give a probe besides its check: a look at the one cache line
+ * the peer's publication changes (a frame's mark). While spinning, check()
+ * runs when the probe says so and on every 64th poll; the announce-and-park
+ * path always runs check(). A check also reads lines the peer writes during
+ * the call (the slot's state at accept and let-go, the ring's tail): read on
+ * every poll, each of those writes had to take the line back from the
+ * spinner and the spinner to fetch it again (bench/README.md). The probe is
+ * no part of the handshake: the re-check after announcing is check().
+ *
  * Every wait has a way out: the condition itself reports why the call is
  * over (the peer abandoned it, the server restarted or is stopping), the
  * policy's deadline ends it, and the Waker reports interrupts (a
@@ -181,7 +190,9 @@ unsigned usable_cpus();
 /*
  * The waiter's half. `check` returns Status::ok when the condition holds,
  * would_block while it does not, and any other status to stop waiting
- * (abandoned, server_restarted, corrupt): that status is returned.
+ * (abandoned, server_restarted, corrupt): that status is returned. `probe`
+ * (wait_until_probed) returns true when check() may have something to say
+ * (see the top).
  */
 inline constexpr std::uint32_t max_spin_shift = 12;
 
@@ -196,10 +207,10 @@ inline void adapt_spin(Waiter &self, std::chrono::nanoseconds waited, std::chron
     }
 }
 
-/* Spins on check() for this Waiter's share of the budget; true, with *s, if it resolved meanwhile. */
-template <typename Check>
+/* Spins for this Waiter's share of the budget; true, with *s, if check() resolved meanwhile. */
+template <typename Probe, typename Check>
 bool spin_on(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters *counters,
-             std::chrono::steady_clock::time_point started, Check &check, Status *s) {
+             std::chrono::steady_clock::time_point started, Probe &probe, Check &check, Status *s) {
     using clock = std::chrono::steady_clock;
     const std::uint32_t shift = self.spin_shift.load(std::memory_order_relaxed);
     const std::chrono::nanoseconds spin =
@@ -209,10 +220,13 @@ bool spin_on(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters 
     const auto spin_end = started + spin;
     for (unsigned i = 1;; ++i) {
         cpu_relax();
+        if ((i & 63) != 0 && !probe())
+            continue;
         *s = check();
         if (*s != Status::would_block) {
             leave_spin(policy);
-            adapt_spin(self, clock::now() - started, policy.spin);
+            /* A hit comes within this wait's spin, which is at most the full budget: no clock read (32 ns) to learn that. */
+            adapt_spin(self, std::chrono::nanoseconds(0), policy.spin);
             bump(counters, Counter::spin_hits);
             return true;
         }
@@ -223,16 +237,16 @@ bool spin_on(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters 
     return false;
 }
 
-template <typename Check>
-Status wait_until(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters *counters, Check &&check,
-                  SleepingFor why = sleeping_for_data) {
+template <typename Probe, typename Check>
+Status wait_until_probed(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters *counters,
+                         Probe &&probe, Check &&check, SleepingFor why = sleeping_for_data) {
     using clock = std::chrono::steady_clock;
     Status s = check();
     if (s != Status::would_block)
         return s;
 
     const auto started = clock::now();
-    if (spin_on(self, waker, policy, counters, started, check, &s))
+    if (spin_on(self, waker, policy, counters, started, probe, check, &s))
         return s;
     /* Whatever happens below, this wait outlived the spin it was given. */
     struct Learn {
@@ -275,6 +289,13 @@ Status wait_until(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCoun
         if (r == ParkResult::woken)
             bump(counters, Counter::spurious_wakeups);
     }
+}
+
+/* A wait whose check is cheap enough to run on every poll. */
+template <typename Check>
+Status wait_until(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters *counters, Check &&check,
+                  SleepingFor why = sleeping_for_data) {
+    return wait_until_probed(self, waker, policy, counters, [] { return true; }, check, why);
 }
 
 }  // namespace courier::ipc
