@@ -199,7 +199,8 @@ struct CoreServer {
             WaitPolicy policy;
             policy.spin = spin;
             seg->region().begin_server_epoch(waker);
-            serve_inline(seg->region(), waker, policy, std::chrono::seconds(30), [&] { return stop().load() != 0; },
+            /* No per-call deadline, as in the worker (a dead client is seen by client_gone). */
+            serve_inline(seg->region(), waker, policy, std::chrono::nanoseconds(0), [&] { return stop().load() != 0; },
                          [](ServerCall &call, std::string_view, std::span<const std::byte> payload) {
                              /* Echo small messages; acknowledge large ones (the stream is one-way). */
                              if (payload.size() <= 4096)
