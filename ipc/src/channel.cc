@@ -229,7 +229,7 @@ Status MessageReader::validate(const Frame &f) {
     return Status::ok;
 }
 
-/* Spins on the mark of the frame it waits for; the peer's tail and the slot's state are read every 64th poll (wait.h). */
+/* Spins on the mark of the frame it waits for; the tail and the slot's state are read every 64th poll (wait.h). */
 Status MessageReader::wait_frame() {
     const auto published = [&] { return ring_.frame_published(); };
     return wait_until_probed(ep_.self(), *ep_.waker, ep_.wait_policy(), ep_.counters, published, [&] {

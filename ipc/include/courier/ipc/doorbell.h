@@ -19,7 +19,8 @@
  * the line the ringer's fetch_or brings over carries it too: the spinner
  * sets and clears it once per call, and on a word of its own line each of
  * those stores pulled the line away from the ringer that read it (two
- * transfers per call, measured in bench/README.md).
+ * line transfers per call; bench/README.md has the round trip before and
+ * after).
  *
  * Ordering: ring is seq_cst, so that together with the fence in the
  * ringer's notify it forms the Dekker handshake with a serving thread that

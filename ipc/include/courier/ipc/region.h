@@ -42,8 +42,8 @@
  * after it is caught by accept(), which refuses (and lets go of) any call
  * whose epoch is not the current one. It also forgets the dead process's
  * idle threads (DispatchControl, and the bell's spinner word): one that
- * died spinning would otherwise leave every later ring elided. Hence it runs before any serving thread
- * of the new process starts.
+ * died spinning would otherwise leave every later ring elided. Hence it
+ * runs before any serving thread of the new process starts.
  *
  * Who writes what: the free-list head and links, ownership words and
  * doorbells are written by clients and servers with atomic RMWs; owner_pid

@@ -125,7 +125,8 @@ public:
     /* --- consumer --- */
     /* would_block when empty; corrupt when a cursor or header is invalid. */
     Status peek(Frame *out) const;
-    /* Whether a frame (or pad) is published at head: reads the consumer's head and one mark, nothing the producer writes later. */
+    /* Whether a frame (or pad) is published at head: reads the head and one
+     * mark, no line the producer writes after publishing (a spinner's poll). */
     bool frame_published() const;
     void consume(const Frame &frame);
     bool empty() const;

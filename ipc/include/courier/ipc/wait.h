@@ -225,7 +225,7 @@ bool spin_on(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters 
         *s = check();
         if (*s != Status::would_block) {
             leave_spin(policy);
-            /* A hit comes within this wait's spin, which is at most the full budget: no clock read (32 ns) to learn that. */
+            /* A hit comes within this wait's spin, at most the full budget: no clock read (32 ns) to learn that. */
             adapt_spin(self, std::chrono::nanoseconds(0), policy.spin);
             bump(counters, Counter::spin_hits);
             return true;
