@@ -194,7 +194,7 @@ TEST(Doorbell, DrainsEachRungSlotOnceAndIgnoresBitsBeyondSlots) {
     EXPECT_FALSE(bell.any());
 }
 
-/* A ringer reads the spinner word right after its fetch_or: it must be on the line that brought over. */
+/* A ringer reads the spinner word right after its fetch_or: it must be on the line the fetch_or brought over. */
 TEST(Doorbell, TheSpinnerWordSharesTheLineOfTheFirstSlotsBits) {
     TestSegment seg(params(1000));
     for (std::uint32_t r = 0; r <= seg.region().runtimes(); ++r) {
@@ -540,8 +540,8 @@ TEST(Region, NewServerEpochReleasesSlotsOfDeadCallsAndFailsWaiters) {
 
 /*
  * Found by model/slots.pml (KEEP_DEAD_SPINNER): a serving process that died while one of its threads
- * spun left its bell's spinner word set, so every ring after the restart was elided and the new threads slept
- * through it. The ring below must wake the parked thread, not be elided.
+ * spun left its bell's spinner word set, so every ring after the restart was elided and the new
+ * threads slept through it. The ring below must wake the parked thread, not be elided.
  */
 TEST(Region, AServerThatDiedSpinningDoesNotSilenceTheDoorbell) {
     TestSegment seg(params(1));
