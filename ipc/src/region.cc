@@ -202,11 +202,26 @@ Status Region::begin_call(const SlotHandle &handle, std::uint64_t *epoch) {
     return Status::ok;
 }
 
+/*
+ * A thread may already have taken this call and parked on the slot for its
+ * first frame: a bit a dead server left in the bell (begin_server_epoch
+ * fails those calls but cannot clear the bit) names the slot again once a
+ * new lease begins a call on it, and the new server's thread accepts that
+ * call before its frame is published. The frame's publisher wakes it; the
+ * fence in notify_idle orders the frame before the read of `sleeping`, the
+ * Dekker pair with the server's announce (model/slots.pml, NO_FIRST_NOTIFY).
+ * On the fast path this is one load of a line nobody writes.
+ */
 void Region::ring_doorbell(std::uint32_t runtime, const SlotHandle &handle, Waker &waker,
                            SideCounters *counters) {
     Doorbell bell = doorbell(runtime);
     bell.ring(handle.index);
     notify_idle(dispatch(runtime), bell, waker, counters);
+    Waiter &server = slot(handle.index)->server;
+    if (server.sleeping.load(std::memory_order_relaxed) != 0) {
+        waker.wake(server);
+        bump(counters, Counter::wakeups_sent);
+    }
 }
 
 std::uint64_t Region::begin_server_epoch(Waker &waker) {

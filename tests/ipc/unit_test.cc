@@ -569,6 +569,52 @@ TEST(Region, AServerThatDiedSpinningDoesNotSilenceTheDoorbell) {
 }
 
 /*
+ * Found by model/slots.pml (NO_FIRST_NOTIFY): a bit a dead server left in the bell names a slot whose
+ * next lease has begun a call; the new server's thread takes that call before its request is
+ * published and parks on the slot for it. The request's ring must wake it: the first frame only rang
+ * the bell, and the thread slept until the session gave up.
+ */
+TEST(Region, AThreadThatTookACallBeforeItsRequestIsWokenByTheRequest) {
+    TestSegment seg(params(2));
+    FutexWaker waker;
+    Region &r = seg.region();
+    r.begin_server_epoch(waker);
+    SlotHandle h;
+    ASSERT_EQ(r.lease(1, &h), Status::ok);
+    std::uint64_t epoch = 0;
+    ASSERT_EQ(r.begin_call(h, &epoch), Status::ok);
+    r.doorbell(0).ring(h.index);  // the stale bit, as a dead server left it
+    WaitPolicy no_spin;
+    no_spin.spin = {};
+    no_spin.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);  // a hang, not a speed
+    auto served = std::async(std::launch::async, [&] {
+        FutexWaker own;
+        Accepted call;
+        Status s = Dispatcher(r, 0).next(own, std::chrono::nanoseconds(0), [] { return false; },
+                                         no_spin.deadline, &call);
+        if (s != Status::ok)
+            return s;
+        ServerCall server(r, call, own, no_spin);
+        char fn[max_function_name + 1];
+        std::size_t length = 0;
+        s = server.read_function(fn, &length);
+        server.finish();
+        return s == Status::ok && std::string_view(fn, length) == "f" ? Status::ok : s;
+    });
+    while (r.slot(h.index)->server.sleeping.load() == 0)
+        std::this_thread::yield();  // taken, and parked for a request that is not there yet
+    SideCounters ringer{};
+    Endpoint client{&r, h.index, h.generation, epoch, true, &waker, no_spin, &ringer};
+    client.ring_runtime = 0;
+    MessageWriter w(client, FrameKind::request, 2);
+    ASSERT_EQ(w.write(std::as_bytes(std::span("f", 2))), Status::ok);
+    ASSERT_EQ(w.finish(), Status::ok);
+    /* No idle thread to wake: the one wake is the parked server's (else it sleeps to the deadline). */
+    EXPECT_EQ(ringer.value[static_cast<int>(Counter::wakeups_sent)].load(), 1u);
+    EXPECT_EQ(served.get(), Status::ok);
+}
+
+/*
  * Found by model/slots.pml (WAKE_ONLY_CLEARED): a server published its response and let go, then its
  * process died before the wake. The new epoch must wake that client too, not only those whose calls
  * it cleared.
