@@ -25,10 +25,11 @@
  * (a wake that lands between prepare and park makes park return, a wake
  * of a Waiter many threads sleep on wakes one of them); a spin is any
  * number of looks, which nondeterminism covers with one look or none.
- * The server's waits on its slot (a request still coming, a full ring) are
- * not modelled: it waits on the condition itself. The epoch's scan is one
- * step (see Restarter). These keep the restart configuration at 27 M
- * states; it has one serving thread per process, the others two.
+ * The server's wait for the request is modelled with the slot's server
+ * Waiter (a thread may take a call before its request is written); its
+ * wait on a full ring is not. The epoch's scan is one step (see
+ * Restarter). These keep the restart configuration at 46 M states; it has
+ * one serving thread per process, the others two.
  *
  * -DLONG_CALL makes client 0's calls end only once client 1 is done: with
  * two threads, client 1's calls must then be taken by the idle thread, so
@@ -59,6 +60,43 @@
  *                        call it cleared: a server that let go and died
  *                        before its wake leaves its client asleep (found by
  *                        this model)
+ *   -DNO_FIRST_NOTIFY    the request's first frame rings the bell and does
+ *                        not notify the slot's server Waiter: a bit a dead
+ *                        server left in the bell makes a new thread take
+ *                        the slot's next call before its request, and park
+ *                        for it (found by this model, once it modelled that
+ *                        wait; Region::ring_doorbell)
+ *
+ * -DWATCH: the watched slot, the next step of issue 12, checked here before
+ * it is built (ipc/ does not do this yet). A thread that lets go of a call
+ * may set watched_by_server (WS) in the same RMW, and then watches the
+ * slot: the session's next begin_call (fetch_or of held_by_server) sees WS
+ * and does not ring the doorbell, which saves the two transfers of the
+ * bell's line per call. The watcher resolves the watch, before it may
+ * park, in one RMW on the state word: it takes the call (a call begun
+ * under WS, accepted like a claimed one) or gives up (clears WS; if a call
+ * began meanwhile, that RMW sees it and the watcher takes it). There is no
+ * Dekker pair: the client's fetch_or and the watcher's RMW are on one
+ * word. A watched call may be accepted before its request is published,
+ * so the client that skipped the ring notifies the slot's server Waiter
+ * instead, and the server's wait for the request is modelled with it. A
+ * watcher that dies leaves WS set: begin_server_epoch clears it on every
+ * slot and rings the bell for a call of the new epoch begun under it; its
+ * scan is one step per slot here, so that a client can read the new epoch
+ * and see the dead watcher's WS before the scan reaches its slot. WS
+ * counts in "whoever makes the word zero frees the slot". Not modelled:
+ * a session that calls another runtime than the one watching (the client
+ * compares the runtime the watcher wrote with its own and rings if they
+ * differ; the watcher takes only calls for its runtime).
+ * Checked: dispatch and abandon with WATCH, and two mutations:
+ *   -DGIVE_UP_DROPS      the watcher gives up without taking a call that
+ *                        began under WS: nobody takes it (call_hung)
+ *   -DNO_FIRST_NOTIFY    (above) with WATCH: a watcher that took the call
+ *                        before the request parks for it (lost_wakeup)
+ * Not checked yet: restart with WATCH. At one call per client no session
+ * begins a call under a dead watcher's WS (the -DSCAN_KEEPS_WATCH mutation
+ * passes there), and at 131 M states and 6.7 GB it is already past what
+ * CI can run; it needs a smaller restart configuration first.
  */
 
 #define NS 2            /* slots */
@@ -75,6 +113,7 @@
 #define HC 1            /* held_by_client */
 #define HS 2            /* held_by_server */
 #define AS 4            /* accepted_by_server */
+#define WS 8            /* watched_by_server (-DWATCH) */
 
 /* ---- region (region.h) */
 byte state[NS];
@@ -113,6 +152,12 @@ byte clients_done;
 bit  short_done;             /* client 1 has made all its calls: client 0's long call may end */
 bit  thread_alive[NTHREADS];
 
+/* ---- each slot's server Waiter: the thread serving it parks there for the request */
+bit  server_sleeping[NS];
+byte server_of[NS];          /* the thread serving the slot, NIL */
+bit  srv_armed[NTHREADS];
+bit  srv_asleep[NTHREADS];
+
 /* ---- what the claims look at */
 bit double_lease, free_in_use, generation_reused, lost_wakeup, call_hung;
 
@@ -124,7 +169,7 @@ bit double_lease, free_in_use, generation_reused, lost_wakeup, call_hung;
 inline push_free(i) {
     atomic {
         if
-        :: (state[i] & (HC | HS)) != 0 || on_free[i] -> free_in_use = 1; assert(!free_in_use)
+        :: (state[i] & (HC | HS | WS)) != 0 || on_free[i] -> free_in_use = 1; assert(!free_in_use)
         :: else -> skip
         fi;
         k = 0;
@@ -177,14 +222,32 @@ inline notify_client(i) {
     fi
 }
 
+/* Waker::wake and notify on slot i's server Waiter. */
+inline wake_server(i) {
+    atomic {
+        if
+        :: server_of[i] != NIL -> srv_armed[server_of[i]] = 0; srv_asleep[server_of[i]] = 0
+        :: else -> skip
+        fi
+    }
+}
+
+inline notify_server(i) {
+    if
+    :: atomic { server_sleeping[i] -> wake_server(i) }
+    :: atomic { !server_sleeping[i] -> skip }
+    fi
+}
+
 /* ------------------------------------------------------------------ client */
 
 /* Region::abandon (or release: the same bits), then whoever made the word 0 frees the slot. */
 inline give_back(idx) {
     atomic { prev = state[idx]; state[idx] = state[idx] & ~HC; leased_by[idx] = NIL; client_of[idx] = NIL }
     if
-    :: (prev & HS) == 0 -> prev = 0; push_free(idx)
-    :: else -> prev = 0 /* the server's let-go frees it; abandon also wakes it (not modelled) */
+    :: (prev & ~HC) == 0 -> prev = 0; push_free(idx)
+    :: (prev & HS) != 0 -> prev = 0; notify_server(idx)   /* abandon wakes a server parked on the slot */
+    :: (prev & ~HC) != 0 && (prev & HS) == 0 -> prev = 0  /* WS only: the watcher's give-up frees it */
     fi;
     idx = NIL; mygen = 0; epoch = 0
 }
@@ -200,7 +263,7 @@ inline give_back(idx) {
 
 proctype Client(byte me) {
     byte idx = NIL, mygen, epoch, calls, prev, k;
-    bit ok;
+    bit ok, skip_ring;
 
     do
     :: calls == CALLS -> break
@@ -219,6 +282,7 @@ proctype Client(byte me) {
                 state[idx] = HC; leased_by[idx] = me;
                 request[idx] = 0; response[idx] = 0;           /* discard() */
                 client_sleeping[idx] = 0; client_of[idx] = me;  /* init_waiter, then Client::open */
+                server_sleeping[idx] = 0; server_of[idx] = NIL;
                 gen[idx] = gen[idx] + 1;
                 if :: gen[idx] <= last_gen[idx] -> generation_reused = 1; assert(!generation_reused) :: else -> skip fi;
                 last_gen[idx] = gen[idx]; mygen = gen[idx]
@@ -229,7 +293,7 @@ proctype Client(byte me) {
         /* Client::start: begin_call waits while the previous call's server has not let go */
         do
         :: atomic { (state[idx] & HS) == 0 -> epoch = server_epoch }
-           atomic { call_epoch[idx] = epoch; state[idx] = state[idx] | HS }
+           atomic { call_epoch[idx] = epoch; skip_ring = (state[idx] & WS) != 0; state[idx] = state[idx] | HS }
            break
         :: (state[idx] & HS) != 0 ->
             CLIENT_PREPARE;
@@ -244,8 +308,16 @@ proctype Client(byte me) {
 
         /* the request frame, then ring_doorbell: the bit, then notify_idle */
         atomic { request[idx] = 1; request_gen[idx] = mygen }
-        bell[idx] = 1;
-        notify_idle();
+        if
+        :: skip_ring -> skip_ring = 0    /* the watcher will see the call (-DWATCH) */
+        :: else ->
+           bell[idx] = 1;
+           notify_idle()
+        fi;
+#ifndef NO_FIRST_NOTIFY
+        /* a thread may have taken the call before this frame (a watcher, or a stale bit of a dead epoch) */
+        notify_server(idx);
+#endif
 
         /* MessageReader::wait_frame: the response, or why there is none */
         do
@@ -294,13 +366,87 @@ inline finish_serving(i) {
     fi
 }
 
+#ifdef WATCH
+/*
+ * The let-go of a served call, which may start watching the slot (if its
+ * client is still there): one RMW. Either choice must be safe.
+ */
+inline let_go_and_watch(i) {
+    atomic {
+        prev = state[i];
+        if
+        :: (prev & HC) -> state[i] = (prev & ~(HS | AS)) | WS; w = i
+        :: state[i] = prev & ~(HS | AS)
+        fi;
+        serving_by[id] = NIL; server_of[i] = NIL
+    }
+    if
+    :: (prev & HS) && (prev & HC) == 0 -> prev = 0; push_free(i)
+    :: else -> prev = 0
+    fi
+}
+
+/*
+ * The watcher takes a call begun under WS: WS off, accepted on, as accept()
+ * does for a claimed call. The caller goes on as after accept.
+ */
+inline take_watched() {
+    state[w] = (state[w] & ~WS) | AS; i = w; g = gen[i]; serving_by[id] = i; server_of[i] = id; w = NIL
+}
+#endif
+
 proctype Thread(byte id; byte proc) {
     byte i, g, prev, k, st;
     bit gone;
+#ifdef WATCH
+    byte w = NIL;
+    bit spin_me;
+#endif
 
     thread_alive[id] = 1;
 top:
     {
+#ifdef WATCH
+    /*
+     * Dispatcher::next with a watched slot: watch it (as the bell's spinner
+     * if there is none), then resolve the watch before anything else: take
+     * the call begun on it, or give up (the bell rang, the budget ran out,
+     * another thread spins), in one RMW that takes a call begun meanwhile.
+     */
+    if
+    :: w != NIL ->
+        if
+        :: atomic { spinning == 0 -> spinning = 1; spin_me = 1 }
+        :: skip
+        fi;
+        if
+        :: atomic { (state[w] & (HS | AS | WS)) == (HS | WS) -> take_watched() }
+        :: atomic {
+               prev = state[w]; state[w] = prev & ~WS;
+               if
+#ifndef GIVE_UP_DROPS
+               :: (prev & (HS | AS)) == HS -> take_watched()
+#endif
+               :: else -> st = w; w = NIL
+               fi
+           }
+           if
+           :: w == NIL && prev == WS -> push_free(st)   /* the client left while watched: this made it 0 */
+           :: else -> skip
+           fi;
+           st = 0
+        fi;
+        if
+        :: spin_me -> spinning = 0; spin_me = 0
+        :: else -> skip
+        fi;
+        if
+        :: serving_by[id] != NIL -> prev = 0; goto accepted
+        :: else -> prev = 0; goto top
+        fi
+    :: else -> skip
+    fi;
+#endif
     if
     /* Dispatcher::claim: take a rung bit (Doorbell::claim's fetch_and), then accept it */
     :: atomic { bell[0] -> bell[0] = 0; i = 0 }
@@ -345,9 +491,10 @@ end_parked:
         st = state[i];
         if
         :: (st & HS) == 0 || (st & AS) != 0 -> st = 0; i = 0; goto top
-        :: else -> state[i] = st | AS; g = gen[i]; serving_by[id] = i; st = 0
+        :: else -> state[i] = st | AS; g = gen[i]; serving_by[id] = i; server_of[i] = id; st = 0
         fi
     }
+accepted:
     if
     :: call_epoch[i] != server_epoch ->
         finish_serving(i);                        /* begun under a dead server */
@@ -361,12 +508,24 @@ end_parked:
     :: bell[0] || bell[1] -> notify_idle()
     :: else -> skip
     fi;
-    /* ServerCall::read_*: wait for the request (a stale bit of a dead epoch may be claimed before the
-     * new call's frame is written), or see the client gone; the slot's server Waiter is not modelled */
-    if
-    :: atomic { request[i] && request_gen[i] == g -> request[i] = 0 }
-    :: atomic { (state[i] & HC) == 0 || gen[i] != g }
-    fi;
+    /*
+     * ServerCall::read_*: wait for the request on the slot's server Waiter, or see the client gone. A call
+     * may be taken before its request is written: from a stale bit of a dead epoch, or by a watcher.
+     */
+#define REQUEST_OR_GONE ((request[i] && request_gen[i] == g) || (state[i] & HC) == 0 || gen[i] != g)
+    do
+    :: atomic { request[i] && request_gen[i] == g -> request[i] = 0 }; break
+    :: atomic { (state[i] & HC) == 0 || gen[i] != g }; break
+    :: atomic { !REQUEST_OR_GONE } ->
+        atomic { srv_armed[id] = 1; server_sleeping[i] = 1 }
+        if
+        :: atomic { REQUEST_OR_GONE -> server_sleeping[i] = 0 }
+        :: atomic { !REQUEST_OR_GONE } ->
+            atomic { if :: srv_armed[id] -> srv_asleep[id] = 1 :: else -> skip fi };
+end_request:
+            !srv_asleep[id]; server_sleeping[i] = 0
+        fi
+    od;
     /* With LONG_CALL, client 0's calls are long: they end only once client 1 is done (or client 0 has gone).
      * So client 1's calls must be taken by another thread, whose wakeup must not be lost. */
 #ifdef LONG_CALL
@@ -382,7 +541,11 @@ end_parked:
         if :: !gone -> response[i] = 1; response_gen[i] = g :: else -> skip fi
     }
     /* ServerCall::finish: let go, then wake */
+#ifdef WATCH
+    let_go_and_watch(i);
+#else
     finish_serving(i);
+#endif
     if
     :: !gone -> notify_client(i)
     :: else -> skip
@@ -403,7 +566,8 @@ active proctype Restarter() {
            dead[0] = 1;
            k = 0;
            do
-           :: k < NT -> thread_alive[k] = 0; idle_asleep[k] = 0; idle_armed[k] = 0; serving_by[k] = NIL; k++
+           :: k < NT -> thread_alive[k] = 0; idle_asleep[k] = 0; idle_armed[k] = 0; serving_by[k] = NIL;
+                        srv_asleep[k] = 0; srv_armed[k] = 0; k++
            :: else -> k = 0; break
            od
        }
@@ -411,11 +575,31 @@ active proctype Restarter() {
         * Region::begin_server_epoch, one step here: the race that matters (a client
         * that read the old epoch sets held_by_server after the scan) straddles it.
         */
+#ifdef WATCH
+       server_epoch++;     /* the scan that follows is one step per slot: a client may come between */
+#endif
        atomic {
+#ifndef WATCH
            server_epoch++;
+#endif
            i = 0;
            do
            :: i < NS ->
+#ifdef WATCH
+             atomic {
+#ifndef SCAN_KEEPS_WATCH
+               /* a dead watcher's WS goes; a call of this epoch begun under it did not ring: ring for it */
+               if
+               :: (state[i] & (HS | AS | WS)) == (HS | WS) && call_epoch[i] == server_epoch -> bell[i] = 1
+               :: else -> skip
+               fi;
+               k = state[i]; state[i] = k & ~WS;
+               if
+               :: k == WS -> k = 0; push_free(i)   /* its client left while watched: this made the word 0 */
+               :: else -> k = 0
+               fi;
+#endif
+#endif
                st = state[i];
                if
                :: (st & HS) && call_epoch[i] != server_epoch -> state[i] = st & ~(HS | AS)
@@ -435,6 +619,9 @@ active proctype Restarter() {
                :: else -> skip
                fi;
                i++
+#ifdef WATCH
+             }
+#endif
            :: else -> i = 0; st = 0; break
            od;
 #ifndef KEEP_DEAD_SPINNER
@@ -466,6 +653,12 @@ end_watch:
         do
         :: k < NTHREADS ->
             if :: thread_alive[k] && idle_asleep[k] && (CALL_WAITS(0) || CALL_WAITS(1)) -> lost_wakeup = 1; assert(!lost_wakeup) :: else -> skip fi;
+            /* asleep on its slot for a request that is there, or for a client that has gone */
+            if
+            :: thread_alive[k] && srv_asleep[k] && serving_by[k] != NIL &&
+               (request[serving_by[k]] || (state[serving_by[k]] & HC) == 0) -> lost_wakeup = 1; assert(!lost_wakeup)
+            :: else -> skip
+            fi;
             k++
         :: else -> break
         od;
