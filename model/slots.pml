@@ -67,40 +67,44 @@
  *                        for it (found by this model, once it modelled that
  *                        wait; Region::ring_doorbell)
  *
- * -DWATCH: the watched slot, the next step of issue 12, checked here before
- * it is built (ipc/ does not do this yet). A thread that lets go of a call
- * may set watched_by_server (WS) in the same RMW, and then watches the
- * slot: the session's next begin_call (fetch_or of held_by_server) sees WS
- * and does not ring the doorbell, which saves the two transfers of the
- * bell's line per call. The watcher resolves the watch, before it may
- * park, in one RMW on the state word: it takes the call (a call begun
- * under WS, accepted like a claimed one) or gives up (clears WS; if a call
- * began meanwhile, that RMW sees it and the watcher takes it). There is no
- * Dekker pair: the client's fetch_or and the watcher's RMW are on one
- * word. A watched call may be accepted before its request is published,
- * so the client that skipped the ring notifies the slot's server Waiter
- * instead, and the server's wait for the request is modelled with it. A
- * watcher that dies leaves WS set: begin_server_epoch clears it on every
- * slot and rings the bell for a call of the new epoch begun under it; its
- * scan is one step per slot here, so that a client can read the new epoch
- * and see the dead watcher's WS before the scan reaches its slot. WS
- * counts in "whoever makes the word zero frees the slot". Not modelled:
- * a session that calls another runtime than the one watching (the client
- * compares the runtime the watcher wrote with its own and rings if they
- * differ; the watcher takes only calls for its runtime).
- * Checked: dispatch and abandon with WATCH, and two mutations:
- *   -DGIVE_UP_DROPS      the watcher gives up without taking a call that
- *                        began under WS: nobody takes it (call_hung)
- *   -DNO_FIRST_NOTIFY    (above) with WATCH: a watcher that took the call
- *                        before the request parks for it (lost_wakeup)
- * Not checked yet: restart with WATCH. At one call per client no session
- * begins a call under a dead watcher's WS (the -DSCAN_KEEPS_WATCH mutation
- * passes there), and at 131 M states and 6.7 GB it is already past what
- * CI can run; it needs a smaller restart configuration first.
+ * -DWATCH: the watched slot (issue 12). A serving thread that becomes the
+ * bell's spinner watches the slot it served last, if that slot's session
+ * is between calls: one CAS turns its state word from exactly
+ * held_by_client into that plus watched_by_server (WS). The session's next
+ * begin_call (fetch_or of held_by_server) sees WS and does not ring the
+ * doorbell: that saves the two transfers of the bell's line a call. The
+ * watcher resolves the watch, before it does anything else, in one RMW on
+ * the state word: it takes the call begun under WS (accepts it, as a claim
+ * would), or it gives up (the bell rang, the spin ended) by clearing WS,
+ * and if a call began meanwhile that RMW sees it and the watcher takes it.
+ * No Dekker pair: the session's fetch_or and the watcher's RMW are on one
+ * word. A watched call may be taken before its request is written, so
+ * the request notifies the slot's server Waiter (NO_FIRST_NOTIFY). A
+ * watcher that dies leaves WS set: begin_server_epoch clears it and rings
+ * the bell for a call of the new epoch begun under it; the scan is one
+ * step per slot here, so that a session can read the new epoch and see a
+ * dead watcher's WS before the scan reaches its slot. WS counts in
+ * "whoever makes the word zero frees the slot". Not modelled: a session
+ * that calls another runtime than the watcher's (the session rings unless
+ * the runtime the watcher wrote is its own; the watcher takes only calls
+ * for its runtime), and the cancel bell (abandon's wake is modelled).
+ * Configurations: dispatch and abandon with WATCH, and restart with one
+ * session of two calls (with two sessions of one call none begins a call
+ * under a dead watcher's WS, and two of two is past what CI can run).
+ * Mutations:
+ *   -DGIVE_UP_DROPS        the watcher gives up without taking a call that
+ *                          began under WS: nobody takes it (call_hung)
+ *   -DNO_FIRST_NOTIFY      (above) with a watcher that took the call before
+ *                          its request (lost_wakeup)
+ *   -DSCAN_FORGETS_WATCHED begin_server_epoch clears a dead watcher's WS
+ *                          but does not ring for the call begun under it
+ *                          (call_hung)
  */
 
 #define NS 2            /* slots */
-#define NC 2            /* clients */
+#ifndef NC
+#define NC 2            /* clients (1 or 2) */
+#endif
 #ifndef NT
 #define NT 2            /* serving threads per server process */
 #endif
@@ -367,24 +371,6 @@ inline finish_serving(i) {
 }
 
 #ifdef WATCH
-/*
- * The let-go of a served call, which may start watching the slot (if its
- * client is still there): one RMW. Either choice must be safe.
- */
-inline let_go_and_watch(i) {
-    atomic {
-        prev = state[i];
-        if
-        :: (prev & HC) -> state[i] = (prev & ~(HS | AS)) | WS; w = i
-        :: state[i] = prev & ~(HS | AS)
-        fi;
-        serving_by[id] = NIL; server_of[i] = NIL
-    }
-    if
-    :: (prev & HS) && (prev & HC) == 0 -> prev = 0; push_free(i)
-    :: else -> prev = 0
-    fi
-}
 
 /*
  * The watcher takes a call begun under WS: WS off, accepted on, as accept()
@@ -415,9 +401,10 @@ top:
      */
     if
     :: w != NIL ->
+        /* as the bell's spinner only, and only while the slot is idle: its session between calls */
         if
-        :: atomic { spinning == 0 -> spinning = 1; spin_me = 1 }
-        :: skip
+        :: atomic { spinning == 0 && state[w] == HC -> spinning = 1; spin_me = 1; state[w] = HC | WS }
+        :: else -> w = NIL; goto top
         fi;
         if
         :: atomic { (state[w] & (HS | AS | WS)) == (HS | WS) -> take_watched() }
@@ -541,10 +528,9 @@ end_request:
         if :: !gone -> response[i] = 1; response_gen[i] = g :: else -> skip fi
     }
     /* ServerCall::finish: let go, then wake */
-#ifdef WATCH
-    let_go_and_watch(i);
-#else
     finish_serving(i);
+#ifdef WATCH
+    w = i;     /* the slot to watch next: the one this thread served last */
 #endif
     if
     :: !gone -> notify_client(i)
@@ -587,18 +573,18 @@ active proctype Restarter() {
            :: i < NS ->
 #ifdef WATCH
              atomic {
-#ifndef SCAN_KEEPS_WATCH
                /* a dead watcher's WS goes; a call of this epoch begun under it did not ring: ring for it */
+#ifndef SCAN_FORGETS_WATCHED
                if
                :: (state[i] & (HS | AS | WS)) == (HS | WS) && call_epoch[i] == server_epoch -> bell[i] = 1
                :: else -> skip
                fi;
+#endif
                k = state[i]; state[i] = k & ~WS;
                if
                :: k == WS -> k = 0; push_free(i)   /* its client left while watched: this made the word 0 */
                :: else -> k = 0
                fi;
-#endif
 #endif
                st = state[i];
                if
@@ -690,6 +676,9 @@ init {
 #if NT > 1
         run Thread(1, 0);
 #endif
-        run Client(0); run Client(1)
+        run Client(0)
+#if NC > 1
+        ; run Client(1)
+#endif
     }
 }
