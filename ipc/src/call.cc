@@ -72,12 +72,16 @@ Status Client::start(std::uint32_t runtime, std::string_view fn, std::uint64_t p
     ep_ = Endpoint{region_, handle_.index, handle_.generation, 0, true, waker_, policy,
                    client_counters(*region_, handle_.index)};
     std::uint64_t epoch = 0;
+    bool watched = false;
     const Status s = wait_until(ep_.self(), *waker_, ep_.wait_policy(), ep_.counters,
-                                [&] { return region_->begin_call(handle_, &epoch); });
+                                [&] { return region_->begin_call(handle_, runtime, &epoch, &watched); });
     if (s != Status::ok)
         return s;
     ep_.epoch = epoch;
-    ep_.ring_runtime = static_cast<std::int32_t>(runtime);
+    /* A watched call is seen by its watcher without a ring; its request notifies the slot as any does. */
+    ep_.ring_runtime = watched ? -1 : static_cast<std::int32_t>(runtime);
+    if (watched)
+        bump(ep_.counters, Counter::watched_calls);
     /* The name travels in the first frame; the payload limit is the payload's alone. */
     const std::uint64_t total = payload_total == unknown_length ? unknown_length : fn.size() + 1 + payload_total;
     writer_ = MessageWriter(ep_, FrameKind::request, total, fn.size() + 1);

@@ -33,28 +33,45 @@ bool Dispatcher::claim(Waker &waker, Accepted *out) {
     return false;
 }
 
-/* Polls the doorbell as this runtime's one spinner; true when it rang. */
-bool Dispatcher::spin_for_bell(std::chrono::nanoseconds spin, const StopCheck &stop) {
+/*
+ * Polls the doorbell as this runtime's one spinner, and the watched slot's
+ * state word if the watch began; the watch ends before the spinner word
+ * is cleared (see the top).
+ */
+Dispatcher::Spun Dispatcher::spin_for_bell(std::chrono::nanoseconds spin, const StopCheck &stop,
+                                           std::uint32_t watch, Waker &waker, Accepted *out) {
     Doorbell bell = region_.doorbell(runtime_);
     if (spin.count() <= 0 || bell.spinner().exchange(1, std::memory_order_seq_cst) != 0)
-        return false;
+        return Spun::nothing;
+    const bool watching = watch < region_.slots() && region_.watch(watch, runtime_);
     const auto end = std::chrono::steady_clock::now() + spin;
-    bool rang = false;
+    Spun spun = Spun::nothing;
     for (unsigned i = 1;; ++i) {
         cpu_relax();
         if (bell.any()) {
-            rang = true;
+            spun = Spun::rang;
             break;
         }
+        if (watching && region_.watched_call_begun(watch))
+            break;
         if ((i & 63) == 0 && (std::chrono::steady_clock::now() >= end || stop()))
             break;
     }
+    if (watching && region_.end_watch(watch, runtime_, waker, &out->generation) == Status::ok) {
+        out->index = watch;
+        spun = Spun::took_watched;
+    }
     bell.spinner().store(0, std::memory_order_seq_cst);
-    return rang;
+    if (spun == Spun::took_watched) {
+        std::atomic_thread_fence(std::memory_order_seq_cst);  // the clear before the look: ringers elided for us
+        if (bell.any())
+            notify_idle(region_.dispatch(runtime_), bell, waker, nullptr);
+    }
+    return spun;
 }
 
 Status Dispatcher::next(Waker &waker, std::chrono::nanoseconds spin, const StopCheck &stop,
-                        std::chrono::steady_clock::time_point deadline, Accepted *out) {
+                        std::chrono::steady_clock::time_point deadline, Accepted *out, std::uint32_t watch) {
     DispatchControl &d = region_.dispatch(runtime_);
     Doorbell bell = region_.doorbell(runtime_);
     for (;;) {
@@ -62,7 +79,10 @@ Status Dispatcher::next(Waker &waker, std::chrono::nanoseconds spin, const StopC
             return Status::stopping;
         if (claim(waker, out))
             return Status::ok;
-        if (spin_for_bell(spin, stop))
+        const Spun spun = spin_for_bell(spin, stop, watch, waker, out);
+        if (spun == Spun::took_watched)
+            return Status::ok;
+        if (spun == Spun::rang)
             continue;
         const std::uint32_t token = waker.prepare(d.idle);
         d.idle.sleeping.fetch_add(1, std::memory_order_seq_cst);

@@ -157,8 +157,8 @@ Status Region::release(const SlotHandle &handle) {
     const std::uint32_t prev = sc->state.fetch_and(~held_by_client, std::memory_order_acq_rel);
     if ((prev & held_by_client) == 0)
         return Status::stale;
-    if ((prev & held_by_server) == 0)
-        push_free(handle.index);
+    if ((prev & ~held_by_client) == 0)
+        push_free(handle.index);  // else the server's let-go, or a watcher's end, frees it
     return Status::ok;
 }
 
@@ -178,7 +178,8 @@ void Region::abandon(const SlotHandle &handle, Waker &waker) {
     if (stats_.valid())
         stats_.add(GlobalCounter::abandons);
     if ((prev & held_by_server) == 0) {
-        push_free(handle.index);
+        if ((prev & ~held_by_client) == 0)
+            push_free(handle.index);  // else a watcher's end frees it
         return;
     }
     cancel_bell().ring(handle.index);
@@ -186,7 +187,8 @@ void Region::abandon(const SlotHandle &handle, Waker &waker) {
     notify(sc->server, waker, nullptr);
 }
 
-Status Region::begin_call(const SlotHandle &handle, std::uint64_t *epoch) {
+Status Region::begin_call(const SlotHandle &handle, std::uint32_t runtime, std::uint64_t *epoch,
+                          bool *watched) {
     SlotControl *sc = slot(handle.index);
     if (!handle_current(sc, handle))
         return Status::stale;
@@ -197,7 +199,10 @@ Status Region::begin_call(const SlotHandle &handle, std::uint64_t *epoch) {
      * first, accept() refuses the call; either way it fails, never hangs. */
     const std::uint64_t e = header_->server_epoch.load(std::memory_order_acquire);
     sc->call_epoch.store(e, std::memory_order_relaxed);
-    sc->state.fetch_or(held_by_server, std::memory_order_seq_cst);
+    sc->call_runtime.store(runtime, std::memory_order_relaxed);
+    const std::uint32_t prev = sc->state.fetch_or(held_by_server, std::memory_order_seq_cst);
+    if (watched != nullptr)
+        *watched = (prev & watched_by_server) && watching_runtime(prev) == runtime;
     *epoch = e;
     return Status::ok;
 }
@@ -228,6 +233,7 @@ std::uint64_t Region::begin_server_epoch(Waker &waker) {
     const std::uint64_t epoch = header_->server_epoch.fetch_add(1, std::memory_order_acq_rel) + 1;
     for (std::uint32_t i = 0; i < layout_.params.slots; ++i) {
         SlotControl *sc = slot(i);
+        forget_dead_watch(i, epoch);
         std::uint32_t st = sc->state.load(std::memory_order_acquire);
         while ((st & held_by_server) && sc->call_epoch.load(std::memory_order_relaxed) != epoch) {
             const std::uint32_t next = st & ~(held_by_server | accepted_by_server);
@@ -258,6 +264,40 @@ std::uint64_t Region::begin_server_epoch(Waker &waker) {
     return epoch;
 }
 
+/*
+ * A watcher of the dead process never ends its watch: the call begun under
+ * it did not ring (if its runtime was the watcher's), so ring for it; then
+ * clear the bit, and free the slot if that made the word zero (its session
+ * left while watched). Runs before the epoch's own scan of the slot.
+ */
+void Region::forget_dead_watch(std::uint32_t index, std::uint64_t epoch) {
+    SlotControl *sc = slot(index);
+    std::uint32_t st = sc->state.load(std::memory_order_acquire);
+    do {
+        if (!(st & watched_by_server))
+            return;
+    } while (!sc->state.compare_exchange_weak(st, st & ~watch_bits, std::memory_order_acq_rel));
+    /* st is the word the bit left: a call begun under it is in st, a later one saw no watch and rings. */
+    const std::uint32_t runtime = sc->call_runtime.load(std::memory_order_relaxed);
+    if ((st & (held_by_server | accepted_by_server)) == held_by_server &&
+        sc->call_epoch.load(std::memory_order_relaxed) == epoch && runtime == watching_runtime(st) &&
+        runtime < runtimes())
+        doorbell(runtime).ring(index);
+    if ((st & ~watch_bits) == 0)
+        push_free(index);
+}
+
+/* The call on `index` is now this thread's (accepted_by_server is set): is it of this epoch? */
+Status Region::admit(std::uint32_t index, Waker &waker, std::uint64_t *generation) {
+    SlotControl *sc = slot(index);
+    *generation = sc->generation.load(std::memory_order_acquire);
+    if (sc->call_epoch.load(std::memory_order_relaxed) == server_epoch())
+        return Status::ok;
+    finish_serving(index);  // begun under a dead server: its client fails it
+    notify(sc->client, waker, nullptr);
+    return Status::server_restarted;
+}
+
 Status Region::accept(std::uint32_t index, Waker &waker, std::uint64_t *generation) {
     SlotControl *sc = slot(index);
     if (sc == nullptr)
@@ -267,12 +307,40 @@ Status Region::accept(std::uint32_t index, Waker &waker, std::uint64_t *generati
         if (!(st & held_by_server) || (st & accepted_by_server))
             return Status::stale;
     } while (!sc->state.compare_exchange_weak(st, st | accepted_by_server, std::memory_order_acq_rel));
-    *generation = sc->generation.load(std::memory_order_acquire);
-    if (sc->call_epoch.load(std::memory_order_relaxed) == server_epoch())
-        return Status::ok;
-    finish_serving(index);  // begun under a dead server: its client fails it
-    notify(sc->client, waker, nullptr);
-    return Status::server_restarted;
+    return admit(index, waker, generation);
+}
+
+bool Region::watch(std::uint32_t index, std::uint32_t runtime) {
+    SlotControl *sc = slot(index);
+    if (sc == nullptr || sc->state.load(std::memory_order_relaxed) != held_by_client)
+        return false;
+    std::uint32_t idle = held_by_client;
+    return sc->state.compare_exchange_strong(idle, held_by_client | watched_by(runtime), std::memory_order_acq_rel);
+}
+
+bool Region::watched_call_begun(std::uint32_t index) const {
+    return (slot(index)->state.load(std::memory_order_relaxed) & held_by_server) != 0;
+}
+
+Status Region::end_watch(std::uint32_t index, std::uint32_t runtime, Waker &waker, std::uint64_t *generation) {
+    SlotControl *sc = slot(index);
+    std::uint32_t st = sc->state.load(std::memory_order_acquire);
+    bool take = false;
+    do {
+        if (!(st & watched_by_server))
+            return Status::stale;
+        take = (st & (held_by_server | accepted_by_server)) == held_by_server &&
+               sc->call_runtime.load(std::memory_order_relaxed) == runtime;
+    } while (!sc->state.compare_exchange_weak(st, (st & ~watch_bits) | (take ? std::uint32_t{accepted_by_server} : 0u),
+                                              std::memory_order_acq_rel));
+    if (!take) {
+        if ((st & ~watch_bits) == 0)
+            push_free(index);  // its session left while watched: this made the word zero
+        return Status::stale;
+    }
+    if (stats_.valid())
+        bump(&stats_.slot(index)->server, Counter::watched_calls);
+    return admit(index, waker, generation);
 }
 
 bool Region::client_gone(std::uint32_t index, std::uint64_t generation) const {
@@ -284,7 +352,7 @@ bool Region::client_gone(std::uint32_t index, std::uint64_t generation) const {
 void Region::finish_serving(std::uint32_t index) {
     const std::uint32_t prev =
         slot(index)->state.fetch_and(~(held_by_server | accepted_by_server), std::memory_order_acq_rel);
-    if ((prev & held_by_server) && (prev & held_by_client) == 0)
+    if ((prev & held_by_server) && (prev & ~(held_by_server | accepted_by_server)) == 0)
         push_free(index);
 }
 

@@ -36,8 +36,9 @@ void serve_inline(Region &region, Waker &waker, const WaitPolicy &policy,
                   const CallHandler &handler) {
     Dispatcher dispatcher(region, 0);
     Accepted accepted;
-    while (dispatcher.next(waker, policy.spin, stop, std::chrono::steady_clock::time_point::max(), &accepted) ==
-           Status::ok) {
+    accepted.index = nil_index;
+    while (dispatcher.next(waker, policy.spin, stop, std::chrono::steady_clock::time_point::max(), &accepted,
+                           accepted.index) == Status::ok) {
         WaitPolicy call_policy = policy;
         if (call_timeout.count() > 0)
             call_policy.deadline = std::chrono::steady_clock::now() + call_timeout;

@@ -24,7 +24,7 @@ struct Fixture {
     Fixture() {
         seg.region().begin_server_epoch(waker);
         EXPECT_EQ(seg.region().lease(1, &handle), Status::ok);
-        EXPECT_EQ(seg.region().begin_call(handle, &epoch),
+        EXPECT_EQ(seg.region().begin_call(handle, 0, &epoch),
                   Status::ok);
     }
     Endpoint endpoint(bool client) {

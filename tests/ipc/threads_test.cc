@@ -19,7 +19,7 @@ TEST(Threads, RingStreamsMessagesInOrder) {
     SlotHandle h;
     ASSERT_EQ(seg.region().lease(1, &h), Status::ok);
     std::uint64_t epoch = 0;
-    ASSERT_EQ(seg.region().begin_call(h, &epoch), Status::ok);
+    ASSERT_EQ(seg.region().begin_call(h, 0, &epoch), Status::ok);
     WaitPolicy p;
     p.spin = 1us;
     p.deadline = std::chrono::steady_clock::now() + 60s;
@@ -95,4 +95,85 @@ TEST(Threads, CallsWithZeroSpinParkAndWake) {
     stop_test_server(seg, waker);
     server.join();
     EXPECT_EQ(read_stats(seg.stats()).calls, 4000u);
+}
+
+/*
+ * The watched slot (dispatch.h) under threads: two runtimes of two serving threads each, three
+ * sessions that switch runtime now and then (a watch is for one runtime: a call for the other must
+ * ring and be taken by its own runtime), and now and then a call that outlives its deadline, so the
+ * session abandons it and leases again while a thread may watch. Every call answers from the
+ * runtime it was for, and every call that skipped the bell was taken by a watcher.
+ */
+TEST(Threads, WatchedSlotsAcrossTwoRuntimesWithAbandonedCalls) {
+    TestSegment seg(RegionParams{4, 4096, 65536, 2});
+    FutexWaker waker;
+    seg.region().begin_server_epoch(waker);
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> servers;
+    for (std::uint32_t runtime = 0; runtime < 2; ++runtime) {
+        for (int t = 0; t < 2; ++t) {
+            servers.emplace_back([&, runtime] {
+                WaitPolicy policy;
+                policy.spin = 20us;
+                Dispatcher dispatcher(seg.region(), runtime);
+                Accepted accepted;
+                accepted.index = nil_index;
+                while (dispatcher.next(waker, policy.spin, [&] { return stop.load(); },
+                                       std::chrono::steady_clock::time_point::max(), &accepted,
+                                       accepted.index) == Status::ok) {
+                    ServerCall call(seg.region(), accepted, waker, policy);
+                    serve_call(call, [&](ServerCall &c, std::string_view fn, std::span<const std::byte> payload) {
+                        if (fn == "slow")
+                            std::this_thread::sleep_for(3ms);
+                        std::vector<std::byte> out(payload.begin(), payload.end());
+                        out.push_back(static_cast<std::byte>(runtime));
+                        c.respond_all(FrameKind::response, out);
+                    });
+                }
+            });
+        }
+    }
+    auto session = [&](int s, int calls) {
+        Client client(seg.region(), waker, 100 + s);
+        for (int i = 0; i < calls; ++i) {
+            Status opened;
+            while ((opened = client.open()) == Status::no_slot)
+                std::this_thread::yield();  // abandoned slots come back when their slow calls end
+            ASSERT_EQ(opened, Status::ok);
+            const std::uint32_t runtime = static_cast<std::uint32_t>((i / 5 + s) % 2);
+            const bool slow = i % 97 == 96;
+            const auto req = random_bytes(static_cast<std::uint64_t>(s * 100000 + i), static_cast<std::size_t>(i % 300));
+            WaitPolicy p;
+            p.spin = 20us;
+            p.deadline = std::chrono::steady_clock::now() + (slow ? 1ms : 60s);  // 60 s: a hang, not a speed
+            std::vector<std::byte> out;
+            FrameKind kind{};
+            const Status st = client.call(runtime, slow ? "slow" : "echo", req, &out, &kind, p);
+            if (slow) {
+                ASSERT_EQ(st, Status::timeout) << "session " << s << " call " << i;  // abandoned: leases again
+                continue;
+            }
+            ASSERT_EQ(st, Status::ok) << "session " << s << " call " << i;
+            auto expected = req;
+            expected.push_back(static_cast<std::byte>(runtime));
+            ASSERT_EQ(out, expected) << "session " << s << " call " << i;
+        }
+        client.close();
+    };
+    session(9, 300);  // one session alone first: its calls are the watcher's
+    std::vector<std::thread> sessions;
+    for (int s = 0; s < 3; ++s)
+        sessions.emplace_back(session, s, 1500);
+    for (auto &t : sessions)
+        t.join();
+    stop.store(true);
+    Dispatcher(seg.region(), 0).wake_all(waker);
+    Dispatcher(seg.region(), 1).wake_all(waker);
+    for (auto &t : servers)
+        t.join();
+    const auto snap = read_stats(seg.stats());
+    const std::uint64_t skipped = snap.client[static_cast<int>(Counter::watched_calls)];
+    EXPECT_GT(skipped, 0u) << "no call was watched: the test did not reach the watch";
+    EXPECT_EQ(snap.server[static_cast<int>(Counter::watched_calls)], skipped) << "a call skipped the bell unseen";
+    EXPECT_EQ(seg.region().slots_in_use(), 0u);
 }

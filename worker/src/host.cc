@@ -81,10 +81,14 @@ int v2_next_call(uint32_t runtime, courier_call_info *out, int64_t timeout_ms) {
     const auto deadline = timeout_ms < 0 ? std::chrono::steady_clock::time_point::max()
                                          : std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     const ipc::StopCheck stop = [&] { return w->stop_requested(); };
+    thread_local std::uint32_t served_last = ipc::nil_index;  // the slot to watch while spinning (ipc/dispatch.h)
     for (;;) {
         ipc::Accepted call;
         const ipc::Status s = w->dispatchers[runtime]->next(
-            w->waker, std::chrono::nanoseconds(w->spin_ns.load(std::memory_order_relaxed)), stop, deadline, &call);
+            w->waker, std::chrono::nanoseconds(w->spin_ns.load(std::memory_order_relaxed)), stop, deadline, &call,
+            served_last);
+        if (s == ipc::Status::ok)
+            served_last = call.index;
         if (s == ipc::Status::stopping)
             return COURIER_STOPPING;
         if (s == ipc::Status::timeout)

@@ -85,12 +85,14 @@ bool Pool::stop(std::chrono::steady_clock::time_point until) {
 void Pool::run() {
     ipc::Dispatcher &dispatcher = *w_.dispatchers[runtime_];
     const ipc::StopCheck stop = [this] { return w_.stop_requested(); };
+    std::uint32_t served_last = ipc::nil_index;  // the slot to watch while spinning (ipc/dispatch.h)
     for (;;) {
         ipc::Accepted accepted;
         const auto spin = std::chrono::nanoseconds(w_.spin_ns.load(std::memory_order_relaxed));
-        if (dispatcher.next(w_.waker, spin, stop, std::chrono::steady_clock::time_point::max(), &accepted) !=
-            ipc::Status::ok)
+        if (dispatcher.next(w_.waker, spin, stop, std::chrono::steady_clock::time_point::max(), &accepted,
+                            served_last) != ipc::Status::ok)
             break;
+        served_last = accepted.index;
         courier_call_info call{};
         if (w_.table.open(runtime_, accepted, w_.call_policy(), &call) == ipc::Status::ok)
             serve(call);

@@ -6,8 +6,10 @@
  *
  *   start: wait until the previous call's server has let go of the slot,
  *   set held_by_server → request frames; the first one rings the
- *   runtime's doorbell → response frames → done; the server clears its
- *   bit after its last frame and then wakes the client if it sleeps.
+ *   runtime's doorbell, unless a spinning thread of that runtime watches
+ *   the slot (region.h; setting the bit says so), and wakes a thread
+ *   asleep on the slot for it → response frames → done; the server clears
+ *   its bit after its last frame and then wakes the client if it sleeps.
  *
  * A request is "fn\0payload". The response is one message of kind response
  * (the result) or error (a message text). A response the server gave up

@@ -39,6 +39,19 @@
  * cursor that moves past every claimed slot, so sessions are served in
  * turn rather than lowest slot first. A claimed slot is accepted only if
  * its call was started in the current server epoch (Region::accept).
+ *
+ * The spinner also watches the slot its thread served last, if that
+ * session is between calls (Region::watch, region.h): it polls the slot's
+ * state word beside the bell, and the session's next call, seeing the
+ * watch in its begin_call, does not ring. A session that calls in a loop
+ * then moves no doorbell line at all: its ring (the bell's line to the
+ * session) and the spinner's claim (back) were two of the eight line
+ * transfers of a spinning call (bench/README.md). The watch ends before
+ * the spinner stops spinning, in one RMW that takes a call begun under it
+ * (Region::end_watch): when the call begins, when the bell rings, when
+ * the spin runs out. A spinner that takes the watched call while the bell
+ * has rung wakes one more thread: those ringers saw the spinner and did
+ * not wake anyone.
  */
 #pragma once
 
@@ -50,6 +63,7 @@
 #include <functional>
 
 #include "courier/ipc/doorbell.h"
+#include "courier/ipc/freelist.h"
 #include "courier/ipc/layout.h"
 #include "courier/ipc/status.h"
 #include "courier/ipc/wait.h"
@@ -84,17 +98,22 @@ public:
 
     /*
      * Takes the next call, spinning up to `spin` (if no other thread
-     * spins) and then parking. Returns ok with *out set, stopping once
-     * stop() holds, or timeout at the deadline.
+     * spins, watching slot `watch` meanwhile: the one this thread served
+     * last, or nil_index) and then parking. Returns ok with *out set,
+     * stopping once stop() holds, or timeout at the deadline.
      */
     Status next(Waker &waker, std::chrono::nanoseconds spin, const StopCheck &stop,
-                std::chrono::steady_clock::time_point deadline, Accepted *out);
+                std::chrono::steady_clock::time_point deadline, Accepted *out,
+                std::uint32_t watch = nil_index);
     /* Wakes every parked thread, so that they look at stop() (set it first). */
     void wake_all(Waker &waker);
 
 private:
+    enum class Spun : std::uint8_t { nothing, rang, took_watched };
+
     bool claim(Waker &waker, Accepted *out);
-    bool spin_for_bell(std::chrono::nanoseconds spin, const StopCheck &stop);
+    Spun spin_for_bell(std::chrono::nanoseconds spin, const StopCheck &stop, std::uint32_t watch, Waker &waker,
+                       Accepted *out);
 
     Region &region_;
     std::uint32_t runtime_;

@@ -9,6 +9,12 @@
  *                       published its last frame for that call
  *   accepted_by_server  set by the one serving thread that took the call
  *                       from the doorbell, cleared with held_by_server
+ *   watched_by_server   set by a spinning serving thread while the slot's
+ *                       session is between calls (the word is exactly
+ *                       held_by_client): it polls the word, so the next
+ *                       call needs no doorbell (dispatch.h); cleared by
+ *                       that thread when it takes the call or gives up.
+ *                       Bits 8..15 name its runtime meanwhile.
  *
  * The slot goes back to the free list when the word drops to zero, and
  * exactly the party whose clear made it zero pushes it ("release is by
@@ -26,6 +32,17 @@
  * would_block until then, and the server wakes a client that sleeps on it
  * (ServerCall::finish lets go first, then wakes).
  *
+ * The watched slot: begin_call()'s fetch_or returns the word, so a session
+ * learns in the RMW it does anyway whether a thread watches its slot, and
+ * for which runtime (in the same word: two runtimes' spinners may race for
+ * one slot, and only the winner's runtime may be read). If it is the
+ * call's runtime, the session does not ring; its request notifies
+ * the slot's server Waiter, as every request does (a thread may take a
+ * call before its request is written). The watcher ends the watch with one
+ * RMW that takes a call begun under it (if it is for its runtime:
+ * call_runtime, written before the session's fetch_or) or clears the bit.
+ * Both sides' RMWs are on one word, so no call falls between them.
+ *
  * Generations: lease() bumps the slot's generation; a handle is (index,
  * generation), and every frame carries the generation of its call, so a
  * stale handle or a late frame is detected in O(1).
@@ -42,8 +59,10 @@
  * after it is caught by accept(), which refuses (and lets go of) any call
  * whose epoch is not the current one. It also forgets the dead process's
  * idle threads (DispatchControl, and the bell's spinner word): one that
- * died spinning would otherwise leave every later ring elided. Hence it
- * runs before any serving thread of the new process starts.
+ * died spinning would otherwise leave every later ring elided; and their
+ * watches: it clears watched_by_server on every slot and rings the bell
+ * for a call of the new epoch begun under a dead watcher, which did not
+ * ring. Hence it runs before any serving thread of the new process starts.
  *
  * Who writes what: the free-list head and links, ownership words and
  * doorbells are written by clients and servers with atomic RMWs; owner_pid
@@ -76,13 +95,20 @@
 namespace courier::ipc {
 
 inline constexpr std::uint64_t region_magic = 0x4e4f494745524f43ull;  // "COREGION"
-inline constexpr std::uint32_t region_version = 3;
+inline constexpr std::uint32_t region_version = 4;
 
 enum SlotStateBits : std::uint32_t {
     held_by_client = 1u << 0,
     held_by_server = 1u << 1,
     accepted_by_server = 1u << 2,  // a server thread took the call
+    watched_by_server = 1u << 3,   // a spinning server thread polls this word (see the top)
 };
+inline constexpr unsigned watch_runtime_shift = 8;
+inline constexpr std::uint32_t watch_bits = watched_by_server | 0xffu << watch_runtime_shift;
+inline constexpr std::uint32_t watched_by(std::uint32_t runtime) {
+    return watched_by_server | runtime << watch_runtime_shift;
+}
+inline constexpr std::uint32_t watching_runtime(std::uint32_t state) { return (state >> watch_runtime_shift) & 0xffu; }
 
 struct alignas(cache_line) RegionHeader {
     std::uint64_t magic;
@@ -111,6 +137,7 @@ struct alignas(cache_line) RegionHeader {
  *                against every frame
  *   call_epoch   the client, before it sets held_by_server (seq_cst RMW);
  *                the server after it sees the bit, and begin_server_epoch()
+ *   call_runtime the same, for the runtime the call is for
  *   client       the backend's Waiter: it alone parks on it, the server wakes it
  *   server       the serving thread's Waiter while it holds the call
  *   to_server    request ring: the client produces, the server consumes
@@ -121,6 +148,7 @@ struct alignas(cache_line) SlotControl {
     std::atomic<std::int32_t> owner_pid;
     std::atomic<std::uint64_t> generation;
     std::atomic<std::uint64_t> call_epoch;  // server epoch the call started in
+    std::atomic<std::uint32_t> call_runtime;
     Waiter client;
     Waiter server;
     RingHeader to_server;
@@ -169,12 +197,14 @@ public:
     /* Gives back a slot with no call in flight. */
     Status release(const SlotHandle &handle);
     /*
-     * Marks the start of a call and returns its epoch: sets held_by_server.
-     * would_block while the previous call's server has not let go (wait on
-     * the slot's client Waiter: the server wakes it). The rings are empty
-     * between calls, so nothing is reset.
+     * Marks the start of a call for `runtime` and returns its epoch: sets
+     * held_by_server. would_block while the previous call's server has not
+     * let go (wait on the slot's client Waiter: the server wakes it). The
+     * rings are empty between calls, so nothing is reset. *watched: a
+     * thread of `runtime` watches the slot, so the call must not ring.
      */
-    Status begin_call(const SlotHandle &handle, std::uint64_t *epoch);
+    Status begin_call(const SlotHandle &handle, std::uint32_t runtime, std::uint64_t *epoch,
+                      bool *watched = nullptr);
     /* The client stops waiting; the slot is no longer the caller's. */
     void abandon(const SlotHandle &handle, Waker &waker);
     /* Rings runtime's doorbell for `handle`; wakes one idle server thread if needed. */
@@ -198,6 +228,15 @@ public:
     bool client_gone(std::uint32_t index, std::uint64_t generation) const;
     /* The server is done with the call; returns the slot if abandoned. */
     void finish_serving(std::uint32_t index);
+    /* Starts watching `index` for `runtime` if its session is between calls. */
+    bool watch(std::uint32_t index, std::uint32_t runtime);
+    /* Whether a call has begun on a watched slot (one load: the watcher polls it). */
+    bool watched_call_begun(std::uint32_t index) const;
+    /*
+     * Ends the watch: takes a call of `runtime` begun under it (as accept()
+     * does: ok, or server_restarted), else clears the watch (stale).
+     */
+    Status end_watch(std::uint32_t index, std::uint32_t runtime, Waker &waker, std::uint64_t *generation);
     /* Wakes every server thread parked on a slot (the worker is stopping). */
     void wake_servers(Waker &waker);
 
@@ -206,6 +245,8 @@ public:
 
 private:
     void push_free(std::uint32_t index);
+    Status admit(std::uint32_t index, Waker &waker, std::uint64_t *generation);
+    void forget_dead_watch(std::uint32_t index, std::uint64_t epoch);
 
     RegionLayout layout_{};
     std::byte *base_ = nullptr;

@@ -57,6 +57,8 @@ namespace courier::ipc {
     X(spin_hits, "courier_spin_hits_total", by_side, "Waits satisfied while spinning, without sleeping")           \
     X(sleeps, "courier_sleeps_total", by_side, "Waits that slept (latch or futex) after the spin budget")          \
     X(ring_full_stalls, "courier_ring_full_stalls_total", by_side, "Times a sender found its ring full and waited") \
+    X(watched_calls, "courier_watched_calls_total", by_side,                                                  \
+      "Calls that went to a spinning worker thread watching the slot, without the doorbell")                  \
     X(messages_sent, "courier_messages_total", by_direction, "Messages sent")                                    \
     X(bytes_sent, "courier_bytes_total", by_direction, "Payload bytes sent")
 
@@ -122,7 +124,8 @@ inline constexpr std::size_t latency_buckets = latency_bounds_ns.size() + 1;
 struct alignas(64) SideCounters {
     std::atomic<std::uint64_t> value[side_counter_count];
 };
-static_assert(sizeof(SideCounters) == 64, "one cache line per side");
+/* Each side writes only its own: lines of their own, so the two sides never share one. */
+static_assert(sizeof(SideCounters) % 64 == 0, "whole cache lines per side");
 
 struct alignas(64) CallCounters {
     std::atomic<std::uint64_t> calls[max_runtimes];
