@@ -6,10 +6,12 @@
 
 #include <cstring>
 #include <fstream>
-#include <iterator>
 #include <future>
-#include <thread>
+#include <iterator>
+#include <map>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "harness.h"
 
@@ -568,54 +570,6 @@ TEST(Region, AServerThatDiedSpinningDoesNotSilenceTheDoorbell) {
     EXPECT_EQ(taken.get(), Status::ok);
 }
 
-/*
- * Found by model/slots.pml (NO_FIRST_NOTIFY): a bit a dead server left in the bell names a slot whose
- * next lease has begun a call; the new server's thread takes that call before its request is
- * published and parks on the slot for it. The request's ring must wake it: the first frame only rang
- * the bell, and the thread slept until the session gave up.
- */
-TEST(Region, AThreadThatTookACallBeforeItsRequestIsWokenByTheRequest) {
-    TestSegment seg(params(2));
-    FutexWaker waker;
-    Region &r = seg.region();
-    r.begin_server_epoch(waker);
-    SlotHandle h;
-    ASSERT_EQ(r.lease(1, &h), Status::ok);
-    std::uint64_t epoch = 0;
-    ASSERT_EQ(r.begin_call(h, 0, &epoch), Status::ok);
-    r.doorbell(0).ring(h.index);  // the stale bit, as a dead server left it
-    WaitPolicy no_spin;
-    no_spin.spin = {};
-    no_spin.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);  // a hang, not a speed
-    auto served = std::async(std::launch::async, [&] {
-        FutexWaker own;
-        Accepted call;
-        Status s = Dispatcher(r, 0).next(own, std::chrono::nanoseconds(0), [] { return false; },
-                                         no_spin.deadline, &call);
-        if (s != Status::ok)
-            return s;
-        ServerCall server(r, call, own, no_spin);
-        char fn[max_function_name + 1];
-        std::size_t length = 0;
-        s = server.read_function(fn, &length);
-        server.finish();
-        return s == Status::ok && std::string_view(fn, length) == "f" ? Status::ok : s;
-    });
-    while (r.slot(h.index)->server.sleeping.load() == 0)
-        std::this_thread::yield();  // taken, and parked for a request that is not there yet
-    SideCounters ringer{};
-    Endpoint client{&r, h.index, h.generation, epoch, true, &waker, no_spin, &ringer};
-    client.ring_runtime = 0;
-    MessageWriter w(client, FrameKind::request, 2);
-    ASSERT_EQ(w.write(std::as_bytes(std::span("f", 2))), Status::ok);
-    ASSERT_EQ(w.finish(), Status::ok);
-    /* No idle thread to wake: the one wake is the parked server's (else it sleeps to the deadline). */
-    EXPECT_EQ(ringer.value[static_cast<int>(Counter::wakeups_sent)].load(), 1u);
-    EXPECT_EQ(served.get(), Status::ok);
-}
-
-/* ------------------------------------------------ the watched slot */
-
 namespace {
 
 /* A region of two runtimes with one session between calls on it. */
@@ -631,7 +585,93 @@ struct Watched {
     std::uint32_t state() const { return r.slot(h.index)->state.load(); }
 };
 
+/* A hang guard, not a speed: a lost wakeup shows as this deadline's timeout. */
+WaitPolicy without_spin() {
+    WaitPolicy p;
+    p.spin = {};
+    p.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    return p;
+}
+
+/* Serves a taken call as far as its function name, then lets go; ok only if the name is "f". */
+Status read_f_and_let_go(Region &r, const Accepted &call, const WaitPolicy &policy,
+                         const std::atomic<bool> *stopping = nullptr) {
+    FutexWaker own;
+    ServerCall server(r, call, own, policy, stopping);
+    char fn[max_function_name + 1];
+    std::size_t length = 0;
+    const Status s = server.read_function(fn, &length);
+    server.finish();
+    return s == Status::ok && std::string_view(fn, length) != "f" ? Status::corrupt : s;
+}
+
+/* A futex waker that also counts the wakes it sent, per waiter. */
+class CountingWaker final : public Waker {
+public:
+    std::uint32_t prepare(Waiter &self) override { return futex_.prepare(self); }
+    ParkResult park(Waiter &self, std::uint32_t token, std::chrono::nanoseconds timeout) override {
+        return futex_.park(self, token, timeout);
+    }
+    void wake(Waiter &peer) override {
+        count(peer);
+        futex_.wake(peer);
+    }
+    void wake_all(Waiter &peer) override {
+        count(peer);
+        futex_.wake_all(peer);
+    }
+    std::uint32_t wakes_of(Waiter &peer) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return wakes_[&peer];
+    }
+
+private:
+    void count(Waiter &peer) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++wakes_[&peer];
+    }
+    FutexWaker futex_;
+    std::mutex mutex_;
+    std::map<Waiter *, std::uint32_t> wakes_;
+};
+
 }  // namespace
+
+/*
+ * Found by model/slots.pml (NO_FIRST_NOTIFY): a bit a dead server left in the bell names a slot whose
+ * next lease has begun a call; the new server's thread takes that call before its request is
+ * published and parks on the slot for it. The request's ring must wake it: the first frame only rang
+ * the bell, and the thread slept until the session gave up.
+ */
+TEST(Region, AThreadThatTookACallBeforeItsRequestIsWokenByTheRequest) {
+    Watched w;  // unwatched here: only its session is used
+    Region &r = w.r;
+    const SlotHandle h = w.h;
+    std::uint64_t epoch = 0;
+    ASSERT_EQ(r.begin_call(h, 0, &epoch), Status::ok);
+    r.doorbell(0).ring(h.index);  // the stale bit, as a dead server left it
+    const WaitPolicy no_spin = without_spin();
+    auto served = std::async(std::launch::async, [&] {
+        FutexWaker own;
+        Accepted call;
+        const Status s = Dispatcher(r, 0).next(own, std::chrono::nanoseconds(0), [] { return false; },
+                                               no_spin.deadline, &call);
+        return s == Status::ok ? read_f_and_let_go(r, call, no_spin) : s;
+    });
+    while (r.slot(h.index)->server.sleeping.load() == 0)
+        std::this_thread::yield();  // taken, and parked for a request that is not there yet
+    SideCounters ringer{};
+    Endpoint client{&r, h.index, h.generation, epoch, true, &w.waker, no_spin, &ringer};
+    client.ring_runtime = 0;
+    MessageWriter request(client, FrameKind::request, 2);
+    ASSERT_EQ(request.write(std::as_bytes(std::span("f", 2))), Status::ok);
+    ASSERT_EQ(request.finish(), Status::ok);
+    /* No idle thread to wake: the one wake is the parked server's (else it sleeps to the deadline). */
+    EXPECT_EQ(ringer.value[static_cast<int>(Counter::wakeups_sent)].load(), 1u);
+    EXPECT_EQ(served.get(), Status::ok);
+}
+
+/* ------------------------------------------------ the watched slot */
 
 TEST(Watch, TheNextCallOfAWatchedSessionSkipsTheBellAndItsWatcherTakesIt) {
     Watched w;
@@ -719,6 +759,77 @@ TEST(Watch, ANewEpochFreesASlotWhoseSessionLeftWhileADeadThreadWatchedIt) {
     EXPECT_EQ(w.state(), 0u);
     EXPECT_EQ(w.r.slots_in_use(), 0u);
     EXPECT_FALSE(w.r.doorbell(0).any());
+}
+
+/*
+ * The worker stops while a thread watches a session that has just begun a
+ * call (so rang no bell). The watcher must take the call on its way out,
+ * not leave it held for a server nobody will name; the call then ends as
+ * every call in flight at a stop does: the server lets go, the session is
+ * told.
+ */
+TEST(Watch, AStopWhileWatchingTakesTheCallBegunUnderItAndLetsItGo) {
+    Watched w;
+    const WaitPolicy no_spin = without_spin();
+    std::atomic<bool> stopping{false};
+    std::uint64_t epoch = 0;
+    bool watched = false;
+    /* The stop is looked at every 64 polls; the session's call begins just before the look that sees it. */
+    const StopCheck stop = [&] {
+        if (!stopping.load() && (w.state() & watched_by_server) != 0) {
+            EXPECT_EQ(w.r.begin_call(w.h, 0, &epoch, &watched), Status::ok);
+            stopping.store(true);
+        }
+        return stopping.load();
+    };
+    FutexWaker own;
+    Accepted call;
+    ASSERT_EQ(Dispatcher(w.r, 0).next(own, std::chrono::hours(1), stop, no_spin.deadline, &call, w.h.index),
+              Status::ok);
+    ASSERT_TRUE(watched);  // so it rang no bell: only the watcher knows of it
+    EXPECT_EQ(call.index, w.h.index);
+    EXPECT_EQ(read_f_and_let_go(w.r, call, no_spin, &stopping), Status::stopping);
+    EXPECT_EQ(w.state(), held_by_client);  // let go: nothing holds the call for a server that is gone
+    Endpoint client{&w.r, w.h.index, w.h.generation, epoch, true, &w.waker, no_spin, nullptr};
+    MessageReader response(client);
+    std::span<const std::byte> chunk;
+    bool last = false;
+    EXPECT_EQ(response.next(&chunk, &last), Status::server_restarted);  // told, not left to its deadline
+}
+
+/*
+ * A watcher took a session's call before its request and parked on the
+ * slot for it; the session gives up instead. The abandon must wake the
+ * watcher (else it sleeps to its deadline) and the slot must come back.
+ */
+TEST(Watch, AnAbandonWakesAWatcherThatTookTheCallBeforeItsRequest) {
+    Watched w;
+    const WaitPolicy no_spin = without_spin();
+    std::atomic<bool> took{false};
+    auto served = std::async(std::launch::async, [&] {
+        FutexWaker own;
+        Accepted call;
+        const Status s = Dispatcher(w.r, 0).next(own, std::chrono::hours(1), [] { return false; },
+                                                 no_spin.deadline, &call, w.h.index);
+        took.store(s == Status::ok && call.index == w.h.index);
+        return s == Status::ok ? read_f_and_let_go(w.r, call, no_spin) : s;
+    });
+    while ((w.state() & watched_by_server) == 0)
+        std::this_thread::yield();
+    std::uint64_t epoch = 0;
+    bool watched = false;
+    ASSERT_EQ(w.r.begin_call(w.h, 0, &epoch, &watched), Status::ok);
+    ASSERT_TRUE(watched);
+    Waiter &server = w.r.slot(w.h.index)->server;
+    while (server.sleeping.load() == 0)
+        std::this_thread::yield();  // taken, and parked for the request
+    CountingWaker session;
+    w.r.abandon(w.h, session);
+    EXPECT_EQ(session.wakes_of(server), 1u);  // else the watcher sleeps to its deadline
+    EXPECT_EQ(served.get(), Status::abandoned);
+    EXPECT_TRUE(took.load());
+    EXPECT_EQ(w.state(), 0u);
+    EXPECT_EQ(w.r.slots_in_use(), 0u);
 }
 
 /*
