@@ -100,8 +100,9 @@ TEST(Threads, CallsWithZeroSpinParkAndWake) {
 /*
  * The watched slot (dispatch.h) under threads: two runtimes of two serving threads each, three
  * sessions that switch runtime now and then (a watch is for one runtime: a call for the other must
- * ring and be taken by its own runtime), and now and then a call that outlives its deadline, so the
- * session abandons it and leases again while a thread may watch. Every call answers from the
+ * ring and be taken by its own runtime), and now and then a call that the server holds until its
+ * session's deadline passes, so the session abandons it and leases again while a thread may watch
+ * (held, not slept on: a session descheduled past a fixed sleep would get its answer instead). Every call answers from the
  * runtime it was for, and every call that skipped the bell was taken by a watcher.
  */
 TEST(Threads, WatchedSlotsAcrossTwoRuntimesWithAbandonedCalls) {
@@ -123,8 +124,8 @@ TEST(Threads, WatchedSlotsAcrossTwoRuntimesWithAbandonedCalls) {
                                        accepted.index) == Status::ok) {
                     ServerCall call(seg.region(), accepted, waker, policy);
                     serve_call(call, [&](ServerCall &c, std::string_view fn, std::span<const std::byte> payload) {
-                        if (fn == "slow")
-                            std::this_thread::sleep_for(3ms);
+                        while (fn == "slow" && c.endpoint().call_alive() == Status::ok)
+                            std::this_thread::sleep_for(100us);  // held until its session gives up
                         std::vector<std::byte> out(payload.begin(), payload.end());
                         out.push_back(static_cast<std::byte>(runtime));
                         c.respond_all(FrameKind::response, out);
@@ -133,6 +134,7 @@ TEST(Threads, WatchedSlotsAcrossTwoRuntimesWithAbandonedCalls) {
             });
         }
     }
+    std::atomic<std::uint64_t> abandoned{0};
     auto session = [&](int s, int calls) {
         Client client(seg.region(), waker, 100 + s);
         for (int i = 0; i < calls; ++i) {
@@ -150,6 +152,7 @@ TEST(Threads, WatchedSlotsAcrossTwoRuntimesWithAbandonedCalls) {
             FrameKind kind{};
             const Status st = client.call(runtime, slow ? "slow" : "echo", req, &out, &kind, p);
             if (slow) {
+                abandoned.fetch_add(1);
                 ASSERT_EQ(st, Status::timeout) << "session " << s << " call " << i;  // abandoned: leases again
                 continue;
             }
@@ -175,5 +178,6 @@ TEST(Threads, WatchedSlotsAcrossTwoRuntimesWithAbandonedCalls) {
     const std::uint64_t skipped = snap.client[static_cast<int>(Counter::watched_calls)];
     EXPECT_GT(skipped, 0u) << "no call was watched: the test did not reach the watch";
     EXPECT_EQ(snap.server[static_cast<int>(Counter::watched_calls)], skipped) << "a call skipped the bell unseen";
+    EXPECT_EQ(snap.global[static_cast<int>(GlobalCounter::abandons)], abandoned.load());
     EXPECT_EQ(seg.region().slots_in_use(), 0u);
 }
