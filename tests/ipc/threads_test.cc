@@ -102,8 +102,9 @@ TEST(Threads, CallsWithZeroSpinParkAndWake) {
  * sessions that switch runtime now and then (a watch is for one runtime: a call for the other must
  * ring and be taken by its own runtime), and now and then a call that the server holds until its
  * session's deadline passes, so the session abandons it and leases again while a thread may watch
- * (held, not slept on: a session descheduled past a fixed sleep would get its answer instead). Every call answers from the
- * runtime it was for, and every call that skipped the bell was taken by a watcher.
+ * (held, not slept on: a session descheduled past a fixed sleep would get its answer instead).
+ * Every call answers from the runtime it was for, and every call that skipped the bell was taken
+ * by a watcher.
  */
 TEST(Threads, WatchedSlotsAcrossTwoRuntimesWithAbandonedCalls) {
     TestSegment seg(RegionParams{4, 4096, 65536, 2});

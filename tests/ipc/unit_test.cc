@@ -605,6 +605,28 @@ Status read_f_and_let_go(Region &r, const Accepted &call, const WaitPolicy &poli
     return s == Status::ok && std::string_view(fn, length) != "f" ? Status::corrupt : s;
 }
 
+/* What a serving thread ended with, and the slot it took (nil_index if none). */
+struct Served {
+    Status status;
+    std::uint32_t index;
+};
+
+/*
+ * On a thread of its own: takes runtime 0's next call (spinning up to
+ * `spin` while it watches `watch`), then serves it with read_f_and_let_go.
+ */
+std::future<Served> serve_next_call(Region &r, const WaitPolicy &policy, std::chrono::nanoseconds spin,
+                                    std::uint32_t watch = nil_index) {
+    return std::async(std::launch::async, [&r, &policy, spin, watch] {
+        FutexWaker own;
+        Accepted call;
+        const Status s = Dispatcher(r, 0).next(own, spin, [] { return false; }, policy.deadline, &call, watch);
+        if (s != Status::ok)
+            return Served{s, nil_index};
+        return Served{read_f_and_let_go(r, call, policy), call.index};
+    });
+}
+
 /* A futex waker that also counts the wakes it sent, per waiter. */
 class CountingWaker final : public Waker {
 public:
@@ -651,13 +673,7 @@ TEST(Region, AThreadThatTookACallBeforeItsRequestIsWokenByTheRequest) {
     ASSERT_EQ(r.begin_call(h, 0, &epoch), Status::ok);
     r.doorbell(0).ring(h.index);  // the stale bit, as a dead server left it
     const WaitPolicy no_spin = without_spin();
-    auto served = std::async(std::launch::async, [&] {
-        FutexWaker own;
-        Accepted call;
-        const Status s = Dispatcher(r, 0).next(own, std::chrono::nanoseconds(0), [] { return false; },
-                                               no_spin.deadline, &call);
-        return s == Status::ok ? read_f_and_let_go(r, call, no_spin) : s;
-    });
+    auto served = serve_next_call(r, no_spin, std::chrono::nanoseconds(0));
     while (r.slot(h.index)->server.sleeping.load() == 0)
         std::this_thread::yield();  // taken, and parked for a request that is not there yet
     SideCounters ringer{};
@@ -668,7 +684,7 @@ TEST(Region, AThreadThatTookACallBeforeItsRequestIsWokenByTheRequest) {
     ASSERT_EQ(request.finish(), Status::ok);
     /* No idle thread to wake: the one wake is the parked server's (else it sleeps to the deadline). */
     EXPECT_EQ(ringer.value[static_cast<int>(Counter::wakeups_sent)].load(), 1u);
-    EXPECT_EQ(served.get(), Status::ok);
+    EXPECT_EQ(served.get().status, Status::ok);
 }
 
 /* ------------------------------------------------ the watched slot */
@@ -805,15 +821,7 @@ TEST(Watch, AStopWhileWatchingTakesTheCallBegunUnderItAndLetsItGo) {
 TEST(Watch, AnAbandonWakesAWatcherThatTookTheCallBeforeItsRequest) {
     Watched w;
     const WaitPolicy no_spin = without_spin();
-    std::atomic<bool> took{false};
-    auto served = std::async(std::launch::async, [&] {
-        FutexWaker own;
-        Accepted call;
-        const Status s = Dispatcher(w.r, 0).next(own, std::chrono::hours(1), [] { return false; },
-                                                 no_spin.deadline, &call, w.h.index);
-        took.store(s == Status::ok && call.index == w.h.index);
-        return s == Status::ok ? read_f_and_let_go(w.r, call, no_spin) : s;
-    });
+    auto served = serve_next_call(w.r, no_spin, std::chrono::hours(1), w.h.index);
     while ((w.state() & watched_by_server) == 0)
         std::this_thread::yield();
     std::uint64_t epoch = 0;
@@ -826,8 +834,9 @@ TEST(Watch, AnAbandonWakesAWatcherThatTookTheCallBeforeItsRequest) {
     CountingWaker session;
     w.r.abandon(w.h, session);
     EXPECT_EQ(session.wakes_of(server), 1u);  // else the watcher sleeps to its deadline
-    EXPECT_EQ(served.get(), Status::abandoned);
-    EXPECT_TRUE(took.load());
+    const Served end = served.get();
+    EXPECT_EQ(end.status, Status::abandoned);
+    EXPECT_EQ(end.index, w.h.index);  // taken by watching, not from the bell
     EXPECT_EQ(w.state(), 0u);
     EXPECT_EQ(w.r.slots_in_use(), 0u);
 }
