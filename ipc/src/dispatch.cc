@@ -47,7 +47,7 @@ Dispatcher::Spun Dispatcher::spin_for_bell(std::chrono::nanoseconds spin, const 
     const auto end = std::chrono::steady_clock::now() + spin;
     Spun spun = Spun::nothing;
     for (unsigned i = 1;; ++i) {
-        cpu_relax();
+        spin_pause(i);  // yields now and then: a session may need this CPU to make its call
         if (bell.any()) {
             spun = Spun::rang;
             break;

@@ -10,6 +10,7 @@
 #include <iterator>
 #include <map>
 #include <mutex>
+#include <semaphore>
 #include <set>
 #include <thread>
 
@@ -974,4 +975,108 @@ TEST(Wait, SpinningIsCappedRegionWide) {
     EXPECT_EQ(wait_until(w, waker, p, c, [] { return Status::would_block; }), Status::timeout);
     EXPECT_EQ(read_stats(seg.stats()).client[static_cast<int>(Counter::sleeps)], 1u);
     EXPECT_EQ(r.header().spinners.load(), 2u);
+}
+
+namespace {
+
+/*
+ * Runs `spin` on a thread of its own and `peer` on one that thread starts
+ * just before: both SCHED_FIFO of one priority on one CPU, so neither
+ * preempts the other and the peer runs only once `spin` yields the CPU or
+ * sleeps. The order is the scheduler's rule, not a timing. False, with
+ * nothing run, where this process may not use SCHED_FIFO (root or
+ * CAP_SYS_NICE).
+ */
+bool spin_beside_a_peer_on_one_cpu(const std::function<void()> &spin, const std::function<void()> &peer) {
+    bool allowed = false;
+    std::thread spinner([&] {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(sched_getcpu(), &one);
+        sched_param fifo{};
+        fifo.sched_priority = 1;
+        if (pthread_setaffinity_np(pthread_self(), sizeof one, &one) != 0 ||
+            pthread_setschedparam(pthread_self(), SCHED_FIFO, &fifo) != 0)
+            return;
+        allowed = true;
+        std::binary_semaphore gate{0};
+        std::thread second([&] {  // inherits the CPU and the policy
+            gate.acquire();  // not before the spin: a new thread may run first (TSan waits for it)
+            peer();
+        });
+        gate.release();  // runnable now, but queued behind this thread
+        spin();
+        second.join();
+    });
+    spinner.join();
+    return allowed;
+}
+
+/* Far longer than a yield interval; without the yield the peer waits all of it. */
+constexpr auto long_spin = std::chrono::milliseconds(200);
+
+}  // namespace
+
+/*
+ * A spinning waiter and the peer it waits for share a CPU (more runnable
+ * threads than cores): the waiter must give the CPU up while it spins, so
+ * that the peer publishes and the wait ends as a spin hit. Without the
+ * yield the peer runs only once the whole budget is spent and the waiter
+ * has parked: a sleep and a wake instead.
+ */
+TEST(Wait, ASpinningWaiterYieldsItsCpuToThePeerItWaitsFor) {
+    TestSegment seg(params());
+    FutexWaker waker;
+    Waiter &waiter = seg.region().slot(0)->client;
+    WaitPolicy p;
+    p.spin = long_spin;
+    p.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    std::atomic<bool> published{false};
+    Status s = Status::corrupt;
+    const bool ran = spin_beside_a_peer_on_one_cpu(
+        [&] {
+            s = wait_until(waiter, waker, p, &seg.stats().slot(0)->client,
+                           [&] { return published.load() ? Status::ok : Status::would_block; });
+        },
+        [&] {
+            published.store(true, std::memory_order_release);
+            notify(waiter, waker, nullptr);
+        });
+    if (!ran)
+        GTEST_SKIP() << "needs SCHED_FIFO (root or CAP_SYS_NICE) to order two threads on one CPU";
+    EXPECT_EQ(s, Status::ok);
+    const auto &counts = read_stats(seg.stats()).client;
+    EXPECT_EQ(counts[static_cast<int>(Counter::spin_hits)], 1u);  // the peer ran during the spin
+    EXPECT_EQ(counts[static_cast<int>(Counter::sleeps)], 0u);
+}
+
+/*
+ * The serving side's spin (Dispatcher::next) likewise: a thread spinning
+ * for the bell yields, the session on its CPU begins its call and rings,
+ * and the spinner takes the call. The ring finds the spinner, so it wakes
+ * no one; without the yield the ring comes after the thread has parked
+ * and has to wake it.
+ */
+TEST(Wait, AThreadSpinningForTheBellYieldsItsCpuToTheSessionThatRings) {
+    Watched w;
+    FutexWaker own;
+    SideCounters ringer{};
+    Accepted call;
+    Status s = Status::corrupt;
+    const bool ran = spin_beside_a_peer_on_one_cpu(
+        [&] {
+            s = Dispatcher(w.r, 0).next(own, long_spin, [] { return false; },
+                                        std::chrono::steady_clock::now() + std::chrono::seconds(10), &call);
+        },
+        [&] {
+            std::uint64_t epoch = 0;
+            if (w.r.begin_call(w.h, 0, &epoch) == Status::ok)
+                w.r.ring_doorbell(0, w.h, w.waker, &ringer);
+        });
+    if (!ran)
+        GTEST_SKIP() << "needs SCHED_FIFO (root or CAP_SYS_NICE) to order two threads on one CPU";
+    ASSERT_EQ(s, Status::ok);
+    EXPECT_EQ(call.index, w.h.index);
+    EXPECT_EQ(ringer.value[static_cast<int>(Counter::wakeups_elided)].load(), 1u);  // rung while it spun
+    EXPECT_EQ(ringer.value[static_cast<int>(Counter::wakeups_sent)].load(), 0u);
 }
