@@ -1,11 +1,15 @@
 /*
  * Unit tests of the ipc core, in one process: layout, free list, doorbell,
- * rings and framing, chunking, stats, slot ownership.
+ * rings and framing, chunking, stats, slot ownership, the watched slot and
+ * the spinners (which yield their CPU).
  */
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <iterator>
 #include <map>
