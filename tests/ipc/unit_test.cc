@@ -1032,9 +1032,8 @@ TEST(Wait, ASpinningWaiterYieldsItsCpuToThePeerItWaitsFor) {
     TestSegment seg(params());
     FutexWaker waker;
     Waiter &waiter = seg.region().slot(0)->client;
-    WaitPolicy p;
+    WaitPolicy p = without_spin();  // its deadline is the hang guard
     p.spin = long_spin;
-    p.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     std::atomic<bool> published{false};
     Status s = Status::corrupt;
     const bool ran = spin_beside_a_peer_on_one_cpu(
@@ -1049,9 +1048,9 @@ TEST(Wait, ASpinningWaiterYieldsItsCpuToThePeerItWaitsFor) {
     if (!ran)
         GTEST_SKIP() << "needs SCHED_FIFO (root or CAP_SYS_NICE) to order two threads on one CPU";
     EXPECT_EQ(s, Status::ok);
-    const auto &counts = read_stats(seg.stats()).client;
-    EXPECT_EQ(counts[static_cast<int>(Counter::spin_hits)], 1u);  // the peer ran during the spin
-    EXPECT_EQ(counts[static_cast<int>(Counter::sleeps)], 0u);
+    const StatsSnapshot stats = read_stats(seg.stats());
+    EXPECT_EQ(stats.client[static_cast<int>(Counter::spin_hits)], 1u);  // the peer ran during the spin
+    EXPECT_EQ(stats.client[static_cast<int>(Counter::sleeps)], 0u);
 }
 
 /*
@@ -1069,8 +1068,7 @@ TEST(Wait, AThreadSpinningForTheBellYieldsItsCpuToTheSessionThatRings) {
     Status s = Status::corrupt;
     const bool ran = spin_beside_a_peer_on_one_cpu(
         [&] {
-            s = Dispatcher(w.r, 0).next(own, long_spin, [] { return false; },
-                                        std::chrono::steady_clock::now() + std::chrono::seconds(10), &call);
+            s = Dispatcher(w.r, 0).next(own, long_spin, [] { return false; }, without_spin().deadline, &call);
         },
         [&] {
             std::uint64_t epoch = 0;
