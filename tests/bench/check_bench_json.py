@@ -2,6 +2,7 @@
 """Checks that bench/run --json wrote every figure the issue asks for (never a speed)."""
 import json
 import math
+import os
 import sys
 
 RATIOS = ["courier_vs_shm_mq_rtt_64B", "courier_vs_socket_rtt_64B", "core_vs_spin_floor_rtt_64B",
@@ -35,6 +36,12 @@ for transport in ["courier", "shm_mq", "socket"]:
             errors.append(f"concurrency {transport} {sessions}: {row!r}")
         elif row.get("calls_per_s") not in row.get("calls_per_s_runs", []):
             errors.append(f"concurrency {transport} {sessions}: the kept row is not one of its runs")
+        elif os.path.exists("/proc/stat"):
+            switches = row.get("switches_per_call")
+            # A shm_mq or socket call always sleeps for its reply, so their rows cannot show none.
+            least = 0 if transport == "courier" else sys.float_info.min
+            if not isinstance(switches, (int, float)) or not math.isfinite(switches) or switches < least:
+                errors.append(f"concurrency {transport} {sessions}: switches_per_call = {switches!r}")
 for name in ["short_alone", "short_beside_long"]:
     row = data.get("mixed", {}).get(name)
     if not row or not row.get("calls_per_s", 0) > 0 or not row.get("p99_ns", 0) > 0:
