@@ -22,7 +22,13 @@ Region Region::create(void *base, const RegionLayout &layout, StatsView stats) {
     h->region_size = layout.region_size;
     h->runtimes = layout.params.runtimes;
     init_waiter(h->cancels);
-    h->max_spinners = std::max(1u, usable_cpus() - 1);
+    /*
+     * One spinner per CPU. The cap was CPUs - 1, to leave the serving side a
+     * CPU; since a spinner yields every few µs (wait.h) the server gets its
+     * turn anyway, and on 2 vCPUs the second spinner measured ahead at 2 to 16
+     * sessions and even at 64 (bench/README.md, "One spinner per CPU").
+     */
+    h->max_spinners = usable_cpus();
     for (std::uint32_t r = 0; r < layout.params.runtimes; ++r) {
         auto *d = new (bytes + layout.dispatch_offset + r * sizeof(DispatchControl)) DispatchControl{};
         init_waiter(d->idle);

@@ -121,7 +121,7 @@ struct alignas(cache_line) RegionHeader {
     alignas(cache_line) std::atomic<std::uint64_t> freelist_head;
     alignas(cache_line) std::atomic<std::uint64_t> server_epoch;
     Waiter cancels;  // the worker's cancel watcher parks here (futex)
-    /* Waiters spinning right now, and the cap (usable CPUs - 1, at least 1). */
+    /* Waiters spinning right now, and the cap (one per usable CPU). */
     alignas(cache_line) std::atomic<std::uint32_t> spinners;
     std::uint32_t max_spinners;
 };
