@@ -25,8 +25,9 @@ Region Region::create(void *base, const RegionLayout &layout, StatsView stats) {
     /*
      * One spinner per CPU. The cap was CPUs - 1, to leave the serving side a
      * CPU; since a spinner yields every few µs (wait.h) the server gets its
-     * turn anyway, and on 2 vCPUs the second spinner measured ahead at 2 to 16
-     * sessions and even at 64 (bench/README.md, "One spinner per CPU").
+     * turn anyway. On 2 vCPUs the second spinner measured 18-26 % ahead at 2
+     * to 16 sessions and 5 % behind at 64 (bench/README.md, "One spinner per
+     * CPU").
      */
     h->max_spinners = usable_cpus();
     for (std::uint32_t r = 0; r < layout.params.runtimes; ++r) {
