@@ -39,8 +39,9 @@ for transport in ["courier", "shm_mq", "socket"]:
         elif os.path.exists("/proc/stat"):
             switches = row.get("switches_per_call")
             # A shm_mq or socket call always sleeps for its reply, so their rows cannot show none.
-            least = 0 if transport == "courier" else sys.float_info.min
-            if not isinstance(switches, (int, float)) or not math.isfinite(switches) or switches < least:
+            none_allowed = transport == "courier"
+            if not isinstance(switches, (int, float)) or not math.isfinite(switches) or switches < 0 \
+                    or (switches == 0 and not none_allowed):
                 errors.append(f"concurrency {transport} {sessions}: switches_per_call = {switches!r}")
 for name in ["short_alone", "short_beside_long"]:
     row = data.get("mixed", {}).get(name)
