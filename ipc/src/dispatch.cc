@@ -33,6 +33,13 @@ bool Dispatcher::claim(Waker &waker, Accepted *out) {
     return false;
 }
 
+/* The watcher's pause: it stands in the slot's server Waiter, and waits for the slot's session. */
+SpinPause Dispatcher::watcher_pause(std::uint32_t watch) const {
+    SlotControl *sc = region_.slot(watch);
+    SlotStats *stats = region_.stats().valid() ? region_.stats().slot(watch) : nullptr;
+    return SpinPause(&sc->server, &sc->client, stats != nullptr ? &stats->server : nullptr);
+}
+
 /*
  * Polls the doorbell as this runtime's one spinner, and the watched slot's
  * state word if the watch began; the watch ends before the spinner word
@@ -44,10 +51,12 @@ Dispatcher::Spun Dispatcher::spin_for_bell(std::chrono::nanoseconds spin, const 
     if (spin.count() <= 0 || bell.spinner().exchange(1, std::memory_order_seq_cst) != 0)
         return Spun::nothing;
     const bool watching = watch < region_.slots() && region_.watch(watch, runtime_);
+    /* Yields now and then: a session may need this CPU to make its call; the watched one at once. */
+    SpinPause pause = watching ? watcher_pause(watch) : SpinPause(nullptr, nullptr, nullptr);
     const auto end = std::chrono::steady_clock::now() + spin;
     Spun spun = Spun::nothing;
     for (unsigned i = 1;; ++i) {
-        spin_pause(i);  // yields now and then: a session may need this CPU to make its call
+        pause(i);
         if (bell.any()) {
             spun = Spun::rang;
             break;

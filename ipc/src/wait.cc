@@ -50,6 +50,15 @@ void init_waiter(Waiter &waiter) {
     waiter.latch_proc.store(-1, std::memory_order_relaxed);
     waiter.spin_shift.store(0, std::memory_order_relaxed);
     waiter.latch_armed.store(0, std::memory_order_relaxed);
+    waiter.cpu.store(-1, std::memory_order_relaxed);
+}
+
+int current_cpu() {
+#if defined(__linux__)
+    return sched_getcpu();
+#else
+    return -1;
+#endif
 }
 
 std::uint32_t FutexWaker::prepare(Waiter &self) {

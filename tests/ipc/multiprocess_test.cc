@@ -4,6 +4,7 @@
  * Children return non-zero (with a line on stderr) on any broken invariant.
  */
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -180,6 +181,69 @@ TEST(MultiProcess, StreamingWithZeroSpinParksOnFullRingsAndLosesNoWakeup) {
     EXPECT_EQ(snap.call_errors, 0u);
     EXPECT_GT(snap.client[static_cast<int>(Counter::ring_full_stalls)], 0u);
     EXPECT_GT(snap.server[static_cast<int>(Counter::ring_full_stalls)], 0u);
+}
+
+/* The CPUs this process may run on. */
+std::vector<int> allowed_cpus() {
+    cpu_set_t set;
+    std::vector<int> cpus;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        for (int c = 0; c < CPU_SETSIZE; ++c)
+            if (CPU_ISSET(c, &set))
+                cpus.push_back(c);
+    return cpus;
+}
+
+bool pin_to(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof set, &set) == 0;
+}
+
+/* One session and its server, each pinned to a CPU, with a budget no wait outlives: the books. */
+StatsSnapshot pinned_ping_pong(int session_cpu, int server_cpu, int calls) {
+    TestSegment seg(RegionParams{2, 4096, 65536});
+    FutexWaker waker;
+    const pid_t server = spawn([&] {
+        CHILD_CHECK(pin_to(server_cpu));
+        run_test_server(seg, waker, 100ms);
+        return 0;
+    });
+    const pid_t session = spawn([&] {
+        CHILD_CHECK(pin_to(session_cpu));
+        return ping_pong_client(seg, 7, calls, 64, 100ms);
+    });
+    EXPECT_TRUE(exited_ok(session));
+    stop_test_server(seg, waker);
+    EXPECT_TRUE(exited_ok(server));
+    return read_stats(seg.stats());
+}
+
+/*
+ * On one CPU a spinner's peer cannot run while it spins: each wait must
+ * hand the CPU over at once (wait.h). The session's waits for a response
+ * and the server's watch of the slot both see the other side there.
+ */
+TEST(MultiProcess, ASpinnerWhosePeerSharesItsCpuHandsItTheCpu) {
+    const int cpu = allowed_cpus().front();
+    const StatsSnapshot snap = pinned_ping_pong(cpu, cpu, 400);
+    EXPECT_EQ(snap.calls, 400u);
+    EXPECT_EQ(snap.call_errors, 0u);
+    EXPECT_GE(snap.client[static_cast<int>(Counter::shared_cpu_spins)], 200u);
+    EXPECT_GT(snap.server[static_cast<int>(Counter::shared_cpu_spins)], 0u);
+}
+
+/* The converse: a peer on another CPU may be running, so the spin goes on as before. */
+TEST(MultiProcess, ASpinnerWhosePeerRunsOnAnotherCpuKeepsSpinning) {
+    const std::vector<int> cpus = allowed_cpus();
+    if (cpus.size() < 2)
+        GTEST_SKIP() << "needs two CPUs";
+    const StatsSnapshot snap = pinned_ping_pong(cpus[0], cpus[1], 400);
+    EXPECT_EQ(snap.calls, 400u);
+    EXPECT_EQ(snap.client[static_cast<int>(Counter::shared_cpu_spins)], 0u);
+    EXPECT_EQ(snap.server[static_cast<int>(Counter::shared_cpu_spins)], 0u);
+    EXPECT_GT(snap.client[static_cast<int>(Counter::spin_hits)], 200u);
 }
 
 TEST(MultiProcess, AbandonRacesNeverReuseASlotTheServerMayWrite) {

@@ -61,7 +61,11 @@ struct Endpoint {
     /* ok while the call can go on; otherwise why it cannot. */
     Status call_alive() const;
     /* The policy for waits on the rings: spinning capped region-wide. */
-    WaitPolicy wait_policy() const { return region->with_spinner_cap(policy); }
+    WaitPolicy wait_policy() const {
+        WaitPolicy p = region->with_spinner_cap(policy);
+        p.peer = &peer();
+        return p;
+    }
 };
 
 class MessageWriter {

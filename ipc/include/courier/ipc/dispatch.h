@@ -114,6 +114,7 @@ private:
     bool claim(Waker &waker, Accepted *out);
     Spun spin_for_bell(std::chrono::nanoseconds spin, const StopCheck &stop, std::uint32_t watch, Waker &waker,
                        Accepted *out);
+    SpinPause watcher_pause(std::uint32_t watch) const;
 
     Region &region_;
     std::uint32_t runtime_;

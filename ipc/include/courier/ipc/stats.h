@@ -56,6 +56,8 @@ namespace courier::ipc {
     X(spurious_wakeups, "courier_spurious_wakeups_total", by_side, "Wakeups after which there was nothing to do")  \
     X(spin_hits, "courier_spin_hits_total", by_side, "Waits satisfied while spinning, without sleeping")           \
     X(sleeps, "courier_sleeps_total", by_side, "Waits that slept (latch or futex) after the spin budget")          \
+    X(shared_cpu_spins, "courier_shared_cpu_spins_total", by_side,                                            \
+      "Spins that found the peer last ran on the same CPU, and gave it the CPU at once instead of spinning")    \
     X(ring_full_stalls, "courier_ring_full_stalls_total", by_side, "Times a sender found its ring full and waited") \
     X(watched_calls, "courier_watched_calls_total", by_side,                                                  \
       "Calls that went to a spinning worker thread watching the slot, without the doorbell")                  \
