@@ -2,13 +2,15 @@
  * courier_bench — round trips timed inside the backend, for courier and for
  * what an extension author would otherwise use. Not part of any package.
  *
- *   courier_bench.rtt(transport, size, n) → median_ns, p99_ns, p999_ns, mb_per_s
+ *   courier_bench.rtt(transport, size, n [, gap_us]) → median_ns, p99_ns, p999_ns, mb_per_s
  *     transport 'courier': courier_call("echo") through the C API;
  *     'courier:RUNTIME.FN': courier_call("RUNTIME.FN"), an echo of another runtime;
  *     'shm_mq': a pair of shm_mq queues in a DSM segment to an echo in a
  *       dynamic background worker, set up the way test_shm_mq does;
  *     'socket': a Unix-domain socket to an echo in a dynamic background
  *       worker (length-prefixed messages), the sidecar design.
+ *     gap_us > 0 sleeps that long between round trips (untimed): a session
+ *     that calls now and then, whose peer has gone to sleep in between.
  *   courier_bench.echo_loop(transport, size, start_at, duration_ms) → calls, cpu_s, histogram
  *     opens the transport (its own echo worker for shm_mq and socket), waits
  *     until start_at (epoch seconds), then makes round trips for duration_ms;
@@ -366,6 +368,7 @@ courier_bench_rtt(PG_FUNCTION_ARGS)
 	char	   *transport = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	int			size = PG_GETARG_INT32(1);
 	int			n = PG_GETARG_INT32(2);
+	int			gap_us = PG_GETARG_INT32(3);
 	char	   *data;
 	double	   *samples;
 	Transport	t;
@@ -374,8 +377,8 @@ courier_bench_rtt(PG_FUNCTION_ARGS)
 	bool		nulls[4] = {false, false, false, false};
 	int			warmup = n / 10 + 1;
 
-	if (size < 0 || n < 1)
-		ereport(ERROR, (errmsg("size must be >= 0 and n >= 1")));
+	if (size < 0 || n < 1 || gap_us < 0)
+		ereport(ERROR, (errmsg("size and gap_us must be >= 0 and n >= 1")));
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	data = palloc(size + 1);
@@ -384,7 +387,11 @@ courier_bench_rtt(PG_FUNCTION_ARGS)
 	transport_open(&t, transport, size);
 	for (int i = -warmup; i < n; i++)
 	{
-		double		t0 = now_ns();
+		double		t0;
+
+		if (gap_us > 0)
+			pg_usleep(gap_us);
+		t0 = now_ns();
 
 		transport_round_trip(&t, data, size);
 		if (i >= 0)

@@ -1,5 +1,5 @@
 \echo Use "CREATE EXTENSION courier_bench" to load this file. \quit
-CREATE FUNCTION @extschema@.rtt(transport text, size int, n int,
+CREATE FUNCTION @extschema@.rtt(transport text, size int, n int, gap_us int DEFAULT 0,
     OUT median_ns float8, OUT p99_ns float8, OUT p999_ns float8, OUT mb_per_s float8)
 AS 'MODULE_PATHNAME', 'courier_bench_rtt' LANGUAGE C STRICT;
 CREATE FUNCTION @extschema@.echo_loop(transport text, size int, start_at float8, duration_ms int,

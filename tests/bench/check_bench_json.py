@@ -9,7 +9,7 @@ RATIOS = ["courier_vs_shm_mq_rtt_64B", "courier_vs_socket_rtt_64B", "core_vs_spi
           "throughput_vs_memcpy_1MiB", "scaling_64_vs_peak", "idle_worker_cpu_fraction",
           "wakeups_per_message_under_load", "slow_64_vs_one_cpp_v1", "slow_64_vs_one_cpp_v2_async",
           "slow_64_vs_one_cpp_v2_driven", "courier_vs_shm_mq_p99_64B", "scaling_16_vs_2", "spread_64_sessions",
-          "mixed_short_p99_beside_long_vs_alone"] + \
+          "mixed_short_p99_beside_long_vs_alone", "courier_vs_shm_mq_now_and_then_64B"] + \
     [f"calls_{n}_sessions_vs_{b}" for n in (4, 16, 64) for b in ("shm_mq", "socket")]
 
 data = json.load(open(sys.argv[1]))
@@ -30,6 +30,10 @@ for transport in ["courier", "courier_spin0", "shm_mq", "socket"]:
                 or not fig.get("p999_ns", 0) >= fig["p99_ns"]:
             errors.append(f"rtt {transport} {size}: {fig!r}")
 for transport in ["courier", "shm_mq", "socket"]:
+    fig = data.get("rtt_sporadic", {}).get(transport)
+    if not fig or not 0 < fig.get("median_ns", 0) <= fig.get("p99_ns", 0) <= fig.get("p999_ns", 0):
+        errors.append(f"rtt_sporadic {transport}: {fig!r}")
+for transport in ["courier", "shm_mq", "socket"]:
     for sessions in ["1", "2", "4", "16", "64"]:
         row = data.get("concurrency", {}).get(transport, {}).get(sessions)
         if not row or not row.get("calls_per_s", 0) > 0 or not 0 < row.get("p50_ns", 0) <= row["p99_ns"] <= row["p999_ns"]:
@@ -47,7 +51,7 @@ for name in ["short_alone", "short_beside_long"]:
     row = data.get("mixed", {}).get(name)
     if not row or not row.get("calls_per_s", 0) > 0 or not row.get("p99_ns", 0) > 0:
         errors.append(f"mixed {name}: {row!r}")
-for name in ["floor", "core_spin", "core_park", "pipe", "socket", "mqueue"]:
+for name in ["floor", "core_spin", "core_one_cpu", "core_park", "pipe", "socket", "mqueue"]:
     if not data.get("core", {}).get("rtt_64B", {}).get(name, {}).get("median_ns", 0) > 0:
         errors.append(f"core rtt {name} missing")
 if "cpp_v1" not in data.get("runtime_rtt", {}):
