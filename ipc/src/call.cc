@@ -16,16 +16,6 @@ std::uint64_t now_ns() {
                                           .count());
 }
 
-SideCounters *client_counters(const Region &r, std::uint32_t index) {
-    SlotStats *s = r.stats().valid() ? r.stats().slot(index) : nullptr;
-    return s != nullptr ? &s->client : nullptr;
-}
-
-SideCounters *server_counters(const Region &r, std::uint32_t index) {
-    SlotStats *s = r.stats().valid() ? r.stats().slot(index) : nullptr;
-    return s != nullptr ? &s->server : nullptr;
-}
-
 }  // namespace
 
 /* ---------------------------------------------------------------- client */
@@ -70,7 +60,7 @@ Status Client::start(std::uint32_t runtime, std::string_view fn, std::uint64_t p
         return Status::too_large;  // refused before anything was sent
     }
     ep_ = Endpoint{region_, handle_.index, handle_.generation, 0, true, waker_, policy,
-                   client_counters(*region_, handle_.index)};
+                   region_->stats().client_counters(handle_.index)};
     std::uint64_t epoch = 0;
     bool watched = false;
     const Status s = wait_until(ep_.self(), *waker_, ep_.wait_policy(), ep_.counters,
@@ -138,7 +128,7 @@ Status Client::call(std::uint32_t runtime, std::string_view fn, std::span<const 
 
 ServerCall::ServerCall(Region &region, const Accepted &call, Waker &waker, const WaitPolicy &policy,
                        const std::atomic<bool> *stopping)
-    : ep_{&region, call.index, call.generation, 0, false, &waker, policy, server_counters(region, call.index),
+    : ep_{&region, call.index, call.generation, 0, false, &waker, policy, region.stats().server_counters(call.index),
           stopping},
       reader_(ep_) {}
 

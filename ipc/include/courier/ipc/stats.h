@@ -231,6 +231,15 @@ public:
     StatsHeader &header() const { return *header_; }
     std::uint32_t slots() const { return slot_count_; }
     SlotStats *slot(std::uint32_t index) const { return index < slot_count_ ? &slots_[index] : nullptr; }
+    /* A slot's counters for one side; null without stats. */
+    SideCounters *client_counters(std::uint32_t index) const {
+        SlotStats *s = slot(index);
+        return s != nullptr ? &s->client : nullptr;
+    }
+    SideCounters *server_counters(std::uint32_t index) const {
+        SlotStats *s = slot(index);
+        return s != nullptr ? &s->server : nullptr;
+    }
     void add(GlobalCounter which, std::uint64_t n = 1) const {
         globals_->value[static_cast<std::size_t>(which)].fetch_add(n, std::memory_order_relaxed);
     }
