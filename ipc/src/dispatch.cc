@@ -36,7 +36,7 @@ bool Dispatcher::claim(Waker &waker, Accepted *out) {
 /* The watcher's pause: it stands in the slot's server Waiter, and waits for the slot's session. */
 SpinPause Dispatcher::watcher_pause(std::uint32_t watch) const {
     SlotControl *sc = region_.slot(watch);
-    return SpinPause(&sc->server, &sc->client, region_.stats().server_counters(watch));
+    return SpinPause(&sc->server, &sc->client, region_.stats().server_counters(watch), true);
 }
 
 /*

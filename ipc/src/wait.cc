@@ -53,6 +53,43 @@ void init_waiter(Waiter &waiter) {
     waiter.cpu.store(-1, std::memory_order_relaxed);
 }
 
+namespace {
+/* This thread's waits in a row that found their peer on its CPU, and when it last moved (see wait.h). */
+thread_local std::uint32_t shared_waits_in_a_row = 0;
+thread_local std::chrono::steady_clock::time_point last_move{};
+}  // namespace
+
+void note_unshared_wait() { shared_waits_in_a_row = 0; }
+
+bool leave_shared_cpu(int cpu) {
+#if defined(__linux__)
+    /* Enough waits to say the two sides stay together; rare enough that a crowd's churn costs nothing. */
+    constexpr std::uint32_t shared_waits_to_move = 64;
+    constexpr auto min_between_moves = std::chrono::milliseconds(10);
+    if (++shared_waits_in_a_row < shared_waits_to_move)
+        return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_move < min_between_moves)
+        return false;
+    shared_waits_in_a_row = 0;
+    last_move = now;
+    cpu_set_t allowed;
+    if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getaffinity(0, sizeof allowed, &allowed) != 0 ||
+        !CPU_ISSET(cpu, &allowed) || CPU_COUNT(&allowed) < 2)
+        return false;
+    cpu_set_t others = allowed;
+    CPU_CLR(cpu, &others);
+    /* A thread whose mask excludes its CPU is moved before the call returns; the old mask does not move it back. */
+    if (sched_setaffinity(0, sizeof others, &others) != 0)
+        return false;
+    (void)sched_setaffinity(0, sizeof allowed, &allowed);
+    return true;
+#else
+    (void)cpu;
+    return false;
+#endif
+}
+
 int current_cpu() {
 #if defined(__linux__)
     return sched_getcpu();

@@ -194,24 +194,35 @@ std::vector<int> allowed_cpus() {
     return cpus;
 }
 
-bool pin_to(int cpu) {
+/* Puts this process on `cpu`; then lets it use `then_allow` too if given: it stays on `cpu` until something moves it. */
+bool place_on(int cpu, const std::vector<int> &then_allow = {}) {
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0)
+        return false;
+    for (int c : then_allow)
+        CPU_SET(c, &set);
     return sched_setaffinity(0, sizeof set, &set) == 0;
 }
 
-/* One session and its server, each pinned to a CPU, with a budget no wait outlives: the books. */
-StatsSnapshot pinned_ping_pong(int session_cpu, int server_cpu, int calls) {
+/*
+ * One session and its server, started on the CPUs given and then allowed
+ * `then_allow` (if any), with a budget no wait outlives: the books. The
+ * server checks that its mask is still the one it was given.
+ */
+StatsSnapshot placed_ping_pong(int session_cpu, int server_cpu, int calls, const std::vector<int> &then_allow = {}) {
     TestSegment seg(RegionParams{2, 4096, 65536});
     FutexWaker waker;
     const pid_t server = spawn([&] {
-        CHILD_CHECK(pin_to(server_cpu));
+        CHILD_CHECK(place_on(server_cpu, then_allow));
+        const std::vector<int> mask = allowed_cpus();
         run_test_server(seg, waker, 100ms);
+        CHILD_CHECK(allowed_cpus() == mask);
         return 0;
     });
     const pid_t session = spawn([&] {
-        CHILD_CHECK(pin_to(session_cpu));
+        CHILD_CHECK(place_on(session_cpu, then_allow));
         return ping_pong_client(seg, 7, calls, 64, 100ms);
     });
     EXPECT_TRUE(exited_ok(session));
@@ -220,18 +231,24 @@ StatsSnapshot pinned_ping_pong(int session_cpu, int server_cpu, int calls) {
     return read_stats(seg.stats());
 }
 
+std::uint64_t side(const std::array<std::uint64_t, side_counter_count> &counters, Counter c) {
+    return counters[static_cast<int>(c)];
+}
+
 /*
  * On one CPU a spinner's peer cannot run while it spins: each wait must
  * hand the CPU over at once (wait.h). The session's waits for a response
- * and the server's watch of the slot both see the other side there.
+ * and the server's watch of the slot both see the other side there. A
+ * server pinned there stays: its mask is the operator's.
  */
 TEST(MultiProcess, ASpinnerWhosePeerSharesItsCpuHandsItTheCpu) {
     const int cpu = allowed_cpus().front();
-    const StatsSnapshot snap = pinned_ping_pong(cpu, cpu, 400);
+    const StatsSnapshot snap = placed_ping_pong(cpu, cpu, 400);
     EXPECT_EQ(snap.calls, 400u);
     EXPECT_EQ(snap.call_errors, 0u);
-    EXPECT_GE(snap.client[static_cast<int>(Counter::shared_cpu_spins)], 200u);
-    EXPECT_GT(snap.server[static_cast<int>(Counter::shared_cpu_spins)], 0u);
+    EXPECT_GE(side(snap.client, Counter::shared_cpu_spins), 200u);
+    EXPECT_GT(side(snap.server, Counter::shared_cpu_spins), 0u);
+    EXPECT_EQ(side(snap.server, Counter::cpu_moves), 0u);
 }
 
 /* The converse: a peer on another CPU may be running, so the spin goes on as before. */
@@ -239,11 +256,33 @@ TEST(MultiProcess, ASpinnerWhosePeerRunsOnAnotherCpuKeepsSpinning) {
     const std::vector<int> cpus = allowed_cpus();
     if (cpus.size() < 2)
         GTEST_SKIP() << "needs two CPUs";
-    const StatsSnapshot snap = pinned_ping_pong(cpus[0], cpus[1], 400);
+    const StatsSnapshot snap = placed_ping_pong(cpus[0], cpus[1], 400);
     EXPECT_EQ(snap.calls, 400u);
-    EXPECT_EQ(snap.client[static_cast<int>(Counter::shared_cpu_spins)], 0u);
-    EXPECT_EQ(snap.server[static_cast<int>(Counter::shared_cpu_spins)], 0u);
-    EXPECT_GT(snap.client[static_cast<int>(Counter::spin_hits)], 200u);
+    EXPECT_EQ(side(snap.client, Counter::shared_cpu_spins), 0u);
+    EXPECT_EQ(side(snap.server, Counter::shared_cpu_spins), 0u);
+    EXPECT_EQ(side(snap.server, Counter::cpu_moves), 0u);
+    EXPECT_GT(side(snap.client, Counter::spin_hits), 200u);
+}
+
+/*
+ * Both sides start on one CPU and may use two, which is how a woken
+ * worker thread starts beside its session: the kernel keeps two busy
+ * sides that take turns on one CPU there for tens of ms. The server's
+ * thread must move itself to the other CPU (wait.h) and leave its mask
+ * as it was; from then on the session's waits no longer find it beside
+ * them.
+ */
+TEST(MultiProcess, AServerThreadThatKeepsFindingItsSessionOnItsCpuMovesToAnother) {
+    const std::vector<int> cpus = allowed_cpus();
+    if (cpus.size() < 2)
+        GTEST_SKIP() << "needs two CPUs";
+    const std::vector<int> two{cpus[0], cpus[1]};
+    constexpr int calls = 2000;
+    const StatsSnapshot snap = placed_ping_pong(cpus[0], cpus[0], calls, two);
+    EXPECT_EQ(snap.calls, static_cast<std::uint64_t>(calls));
+    EXPECT_EQ(snap.call_errors, 0u);
+    EXPECT_GE(side(snap.server, Counter::cpu_moves), 1u);
+    EXPECT_LT(side(snap.client, Counter::shared_cpu_spins), static_cast<std::uint64_t>(calls / 2));
 }
 
 TEST(MultiProcess, AbandonRacesNeverReuseASlotTheServerMayWrite) {

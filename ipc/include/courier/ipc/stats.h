@@ -58,6 +58,8 @@ namespace courier::ipc {
     X(sleeps, "courier_sleeps_total", by_side, "Waits that slept (latch or futex) after the spin budget")          \
     X(shared_cpu_spins, "courier_shared_cpu_spins_total", by_side,                                            \
       "Spins that found the peer last ran on the same CPU, and gave it the CPU at once instead of spinning")    \
+    X(cpu_moves, "courier_cpu_moves_total", by_side,                                                          \
+      "Times a worker thread that kept finding its session on its own CPU moved itself to another CPU")       \
     X(ring_full_stalls, "courier_ring_full_stalls_total", by_side, "Times a sender found its ring full and waited") \
     X(watched_calls, "courier_watched_calls_total", by_side,                                                  \
       "Calls that went to a spinning worker thread watching the slot, without the doorbell")                  \

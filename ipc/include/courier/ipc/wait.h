@@ -48,6 +48,21 @@
  * the CPU all the sessions needed (4 sessions: 0.56 ×). A stale note costs
  * one yield, 0.5 µs.
  *
+ * A yield only takes turns, and the two sides stay on one CPU: a new
+ * PostgreSQL session often ran beside a worker thread for its first tens
+ * of ms while the other CPU idled, at 10-20 µs a call (14 of 32 runs of
+ * 22000 calls had a p99 over 3 µs, bench/README.md). The kernel's balancer
+ * is loath to move a task that ran in the last 0.5 ms (cache-hot), and
+ * these never stop running. So a worker thread that watches a slot (may_move) and found
+ * its session on its own CPU in 64 waits in a row moves itself: it takes
+ * that CPU out of its affinity mask, which the kernel obeys before the
+ * call returns, and puts the mask back, which does not move it back (0
+ * of 32 runs over 3 µs). A wait that finds the peer elsewhere ends the
+ * row, and a thread moves at most once per 10 ms, so a crowd of sessions,
+ * where sharing is common but not constant, seldom moves anything. Only
+ * the worker's threads move: a backend's placement is PostgreSQL's. A
+ * thread allowed one CPU stays.
+ *
  * The other side, after publishing (a release store of a ring cursor),
  * issues a full fence and reads peer.sleeping: only a peer that announced
  * sleeping is woken; otherwise the wakeup is elided and counted. The two
@@ -202,20 +217,42 @@ inline int note_cpu(Waiter &self) {
 }
 
 /*
+ * Moves the calling thread to another CPU it may use, once it has shared
+ * `cpu` with its peers in many waits in a row and not moved for a while
+ * (see the top); false if it stays. Its affinity mask is the same
+ * afterwards. note_unshared_wait() ends the row.
+ */
+bool leave_shared_cpu(int cpu);
+void note_unshared_wait();
+
+/*
  * A spinner's pause before each poll: every polls_per_yield-th poll offers
- * the CPU too, and the first one that finds the peer on this CPU does (see
- * the top). `peer` may be null (no one in particular is waited for).
+ * the CPU too, and the first one that finds the peer on this CPU does, or
+ * with `may_move`, leaves it now and then (see the top). `peer` may be null
+ * (no one in particular is waited for).
  */
 class SpinPause {
 public:
-    SpinPause(Waiter *self, const Waiter *peer, SideCounters *counters)
-        : self_(self), peer_(peer), counters_(counters), cpu_(self != nullptr ? note_cpu(*self) : -1) {}
+    SpinPause(Waiter *self, const Waiter *peer, SideCounters *counters, bool may_move = false)
+        : self_(self), peer_(peer), counters_(counters), cpu_(self != nullptr ? note_cpu(*self) : -1),
+          may_move_(may_move) {}
+    SpinPause(const SpinPause &) = delete;
+    SpinPause &operator=(const SpinPause &) = delete;
+    ~SpinPause() {
+        if (may_move_ && !handed_over_)
+            note_unshared_wait();
+    }
     void operator()(unsigned poll) {
         cpu_relax();
         if (!handed_over_ && peer_shares_cpu()) {
             handed_over_ = true;
             bump(counters_, Counter::shared_cpu_spins);
-            std::this_thread::yield();
+            if (may_move_ && leave_shared_cpu(cpu_)) {
+                bump(counters_, Counter::cpu_moves);
+                cpu_ = note_cpu(*self_);
+            } else {
+                std::this_thread::yield();
+            }
         } else if (poll % polls_per_yield == 0) {
             std::this_thread::yield();
         }
@@ -232,6 +269,7 @@ private:
     const Waiter *peer_;
     SideCounters *counters_;
     int cpu_;
+    bool may_move_;
     bool handed_over_ = false;
 };
 
