@@ -69,6 +69,7 @@ Dispatcher::Spun Dispatcher::spin_for_bell(std::chrono::nanoseconds spin, const 
         out->index = watch;
         spun = Spun::took_watched;
     }
+    pause.ended(spun != Spun::nothing);
     bell.spinner().store(0, std::memory_order_seq_cst);
     if (spun == Spun::took_watched) {
         std::atomic_thread_fence(std::memory_order_seq_cst);  // the clear before the look: ringers elided for us

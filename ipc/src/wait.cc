@@ -59,7 +59,7 @@ thread_local std::uint32_t shared_waits_in_a_row = 0;
 thread_local std::chrono::steady_clock::time_point last_move{};
 }  // namespace
 
-void note_unshared_wait() { shared_waits_in_a_row = 0; }
+void end_shared_cpu_row() { shared_waits_in_a_row = 0; }
 
 bool leave_shared_cpu(int cpu) {
 #if defined(__linux__)

@@ -97,15 +97,17 @@ TEST(MultiProcess, ConcurrentLeasesNeverShareASlotAndGenerationsGrow) {
                 static_cast<unsigned long long>(snap.global[static_cast<int>(GlobalCounter::freelist_empty)]));
 }
 
-/* Clients each send `calls` random-size requests, alternating echo and sum. */
+/* Clients each send `calls` random-size requests, alternating echo and sum, `gap` apart. */
 static int ping_pong_client(TestSegment &seg, int seed, int calls, std::size_t max_size,
-                            std::chrono::nanoseconds spin) {
+                            std::chrono::nanoseconds spin, std::chrono::nanoseconds gap = {}) {
     FutexWaker waker;
     wait_for_server(seg);
     Client c(seg.region(), waker, getpid());
     CHILD_CHECK(open_with_retry(c) == Status::ok);
     std::mt19937 rng(static_cast<unsigned>(seed));
     for (int i = 0; i < calls; ++i) {
+        if (gap.count() > 0)
+            std::this_thread::sleep_for(gap);
         std::size_t n = rng() % (max_size + 1);
         if (i % 50 == 0)
             n = 0;
@@ -208,22 +210,25 @@ bool place_on(int cpu, const std::vector<int> &then_allow = {}) {
 
 /*
  * One session and its server, started on the CPUs given and then allowed
- * `then_allow` (if any), with a budget no wait outlives: the books. The
- * server checks that its mask is still the one it was given.
+ * `then_allow` (if any): the books. Without a gap between calls the spin
+ * budget is one no wait outlives; with one, the server's spin ends a
+ * quarter of the way into each gap. The server checks that its mask is
+ * still the one it was given.
  */
-StatsSnapshot placed_ping_pong(int session_cpu, int server_cpu, int calls, const std::vector<int> &then_allow = {}) {
+StatsSnapshot placed_ping_pong(int session_cpu, int server_cpu, int calls, const std::vector<int> &then_allow = {},
+                               std::chrono::microseconds gap = {}) {
     TestSegment seg(RegionParams{2, 4096, 65536});
     FutexWaker waker;
     const pid_t server = spawn([&] {
         CHILD_CHECK(place_on(server_cpu, then_allow));
         const std::vector<int> mask = allowed_cpus();
-        run_test_server(seg, waker, 100ms);
+        run_test_server(seg, waker, gap.count() > 0 ? std::chrono::nanoseconds(gap / 4) : 100ms);
         CHILD_CHECK(allowed_cpus() == mask);
         return 0;
     });
     const pid_t session = spawn([&] {
         CHILD_CHECK(place_on(session_cpu, then_allow));
-        return ping_pong_client(seg, 7, calls, 64, 100ms);
+        return ping_pong_client(seg, 7, calls, 64, 100ms, gap);
     });
     EXPECT_TRUE(exited_ok(session));
     stop_test_server(seg, waker);
@@ -283,6 +288,26 @@ TEST(MultiProcess, AServerThreadThatKeepsFindingItsSessionOnItsCpuMovesToAnother
     EXPECT_EQ(snap.call_errors, 0u);
     EXPECT_GE(side(snap.server, Counter::cpu_moves), 1u);
     EXPECT_LT(side(snap.client, Counter::shared_cpu_spins), static_cast<std::uint64_t>(calls / 2));
+}
+
+/*
+ * A session that calls now and then: the server's spin ends before each
+ * call and it parks, and the session's call wakes it, often on the
+ * session's CPU. Its waits end with no call, so none is a row, and the
+ * thread must not move: woken on the other vCPU, such calls took 20 µs
+ * instead of 12.5 (wait.h).
+ */
+TEST(MultiProcess, AServerThreadWhoseSessionCallsNowAndThenStaysWhereTheKernelWakesIt) {
+    const std::vector<int> cpus = allowed_cpus();
+    if (cpus.size() < 2)
+        GTEST_SKIP() << "needs two CPUs";
+    const std::vector<int> two{cpus[0], cpus[1]};
+    constexpr int calls = 300;
+    const StatsSnapshot snap = placed_ping_pong(cpus[0], cpus[0], calls, two, 400us);
+    EXPECT_EQ(snap.calls, static_cast<std::uint64_t>(calls));
+    EXPECT_EQ(snap.call_errors, 0u);
+    EXPECT_GT(side(snap.server, Counter::shared_cpu_spins), 64u);  // the rows it must not count
+    EXPECT_EQ(side(snap.server, Counter::cpu_moves), 0u);
 }
 
 TEST(MultiProcess, AbandonRacesNeverReuseASlotTheServerMayWrite) {

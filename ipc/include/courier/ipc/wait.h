@@ -53,14 +53,18 @@
  * of ms while the other CPU idled, at 10-20 µs a call (14 of 32 runs of
  * 22000 calls had a p99 over 3 µs, bench/README.md). The kernel's balancer
  * is loath to move a task that ran in the last 0.5 ms (cache-hot), and
- * these never stop running. So a worker thread that watches a slot (may_move) and found
- * its session on its own CPU in 64 waits in a row moves itself: it takes
- * that CPU out of its affinity mask, which the kernel obeys before the
- * call returns, and puts the mask back, which does not move it back (0
- * of 32 runs over 3 µs). A wait that finds the peer elsewhere ends the
- * row, and a thread moves at most once per 10 ms, so a crowd of sessions,
- * where sharing is common but not constant, seldom moves anything. Only
- * the worker's threads move: a backend's placement is PostgreSQL's. A
+ * these never stop running. So a worker thread that watches a slot
+ * (may_move) and found its session on its own CPU in 64 answered waits in
+ * a row moves itself: it takes that CPU out of its affinity mask, which
+ * the kernel obeys before the call returns, and puts the mask back, which
+ * does not move it back (0 of 24 runs over 3 µs). A wait that finds the
+ * peer elsewhere ends the row, and so does one that no call ends within
+ * the spin: a thread moved between the calls of a session that calls now
+ * and then must be woken on the other vCPU, and such calls, 1 ms apart,
+ * took 20 µs instead of 12.5 (medians of 12). A thread moves at most once
+ * per 10 ms, so a crowd of sessions, where sharing is common but not
+ * constant, seldom moves anything (no move in 3 s at 16 or 64 sessions).
+ * Only the worker's threads move: a backend's placement is PostgreSQL's. A
  * thread allowed one CPU stays.
  *
  * The other side, after publishing (a release store of a ring cursor),
@@ -218,12 +222,12 @@ inline int note_cpu(Waiter &self) {
 
 /*
  * Moves the calling thread to another CPU it may use, once it has shared
- * `cpu` with its peers in many waits in a row and not moved for a while
- * (see the top); false if it stays. Its affinity mask is the same
- * afterwards. note_unshared_wait() ends the row.
+ * `cpu` with its peer in many answered waits in a row and not moved for a
+ * while (see the top); false if it stays. Its affinity mask is the same
+ * afterwards. end_shared_cpu_row() starts the count again.
  */
 bool leave_shared_cpu(int cpu);
-void note_unshared_wait();
+void end_shared_cpu_row();
 
 /*
  * A spinner's pause before each poll: every polls_per_yield-th poll offers
@@ -236,11 +240,10 @@ public:
     SpinPause(Waiter *self, const Waiter *peer, SideCounters *counters, bool may_move = false)
         : self_(self), peer_(peer), counters_(counters), cpu_(self != nullptr ? note_cpu(*self) : -1),
           may_move_(may_move) {}
-    SpinPause(const SpinPause &) = delete;
-    SpinPause &operator=(const SpinPause &) = delete;
-    ~SpinPause() {
-        if (may_move_ && !handed_over_)
-            note_unshared_wait();
+    /* The wait is over; `answered`: a call came within the spin. Anything else ends a row of shared waits. */
+    void ended(bool answered) const {
+        if (may_move_ && !(handed_over_ && answered))
+            end_shared_cpu_row();
     }
     void operator()(unsigned poll) {
         cpu_relax();
