@@ -50,7 +50,7 @@
  *
  * A yield only takes turns, and the two sides stay on one CPU: a new
  * PostgreSQL session often ran beside a worker thread for its first tens
- * of ms while the other CPU idled, at 10-20 µs a call (14 of 32 runs of
+ * of ms while the other CPU idled, at 10-20 µs a call (10 of 24 runs of
  * 22000 calls had a p99 over 3 µs, bench/README.md). The kernel's balancer
  * is loath to move a task that ran in the last 0.5 ms (cache-hot), and
  * these never stop running. So a worker thread that watches a slot
