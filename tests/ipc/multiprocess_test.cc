@@ -97,6 +97,11 @@ TEST(MultiProcess, ConcurrentLeasesNeverShareASlotAndGenerationsGrow) {
                 static_cast<unsigned long long>(snap.global[static_cast<int>(GlobalCounter::freelist_empty)]));
 }
 
+/* One side's counter in a snapshot. */
+std::uint64_t side(const std::array<std::uint64_t, side_counter_count> &counters, Counter c) {
+    return counters[static_cast<int>(c)];
+}
+
 /* Clients each send `calls` random-size requests, alternating echo and sum, `gap` apart. */
 static int ping_pong_client(TestSegment &seg, int seed, int calls, std::size_t max_size,
                             std::chrono::nanoseconds spin, std::chrono::nanoseconds gap = {}) {
@@ -158,8 +163,8 @@ TEST(MultiProcess, PingPongOfRandomSizesUpToSeveralRingsWithChecksums) {
     EXPECT_EQ(seg.region().slots_in_use(), 0u);
     EXPECT_EQ(snap.calls, 1600u);
     EXPECT_EQ(snap.call_errors, 0u);
-    EXPECT_GT(snap.client[static_cast<int>(Counter::ring_full_stalls)] +
-                  snap.server[static_cast<int>(Counter::ring_full_stalls)],
+    EXPECT_GT(side(snap.client, Counter::ring_full_stalls) +
+                  side(snap.server, Counter::ring_full_stalls),
               0u);  // messages above the ring size had to stream
 }
 
@@ -167,12 +172,12 @@ TEST(MultiProcess, LostWakeupStressWithZeroSpinParksEveryExchange) {
     TestSegment seg(RegionParams{4, 4096, 65536});
     const StatsSnapshot snap = ping_pong(seg, 2, 100, 10000, 64, 0ns);
     EXPECT_EQ(snap.calls, 20000u);
-    EXPECT_EQ(snap.client[static_cast<int>(Counter::spin_hits)], 0u);
-    EXPECT_GT(snap.client[static_cast<int>(Counter::sleeps)], 0u);
-    EXPECT_GT(snap.client[static_cast<int>(Counter::wakeups_sent)], 0u);
-    EXPECT_GT(snap.server[static_cast<int>(Counter::wakeups_sent)], 0u);
+    EXPECT_EQ(side(snap.client, Counter::spin_hits), 0u);
+    EXPECT_GT(side(snap.client, Counter::sleeps), 0u);
+    EXPECT_GT(side(snap.client, Counter::wakeups_sent), 0u);
+    EXPECT_GT(side(snap.server, Counter::wakeups_sent), 0u);
     /* A client parks once per call, for its response: reading its request must not wake it too. */
-    EXPECT_LE(snap.server[static_cast<int>(Counter::wakeups_sent)], snap.calls);
+    EXPECT_LE(side(snap.server, Counter::wakeups_sent), snap.calls);
 }
 
 /* Messages of several rings with no spinning: every wait for room parks, and the consumer's release must wake it. */
@@ -181,8 +186,8 @@ TEST(MultiProcess, StreamingWithZeroSpinParksOnFullRingsAndLosesNoWakeup) {
     const StatsSnapshot snap = ping_pong(seg, 2, 200, 300, 6 * 4096 + 5, 0ns);
     EXPECT_EQ(snap.calls, 600u);
     EXPECT_EQ(snap.call_errors, 0u);
-    EXPECT_GT(snap.client[static_cast<int>(Counter::ring_full_stalls)], 0u);
-    EXPECT_GT(snap.server[static_cast<int>(Counter::ring_full_stalls)], 0u);
+    EXPECT_GT(side(snap.client, Counter::ring_full_stalls), 0u);
+    EXPECT_GT(side(snap.server, Counter::ring_full_stalls), 0u);
 }
 
 /* The CPUs this process may run on. */
@@ -234,10 +239,6 @@ StatsSnapshot placed_ping_pong(int session_cpu, int server_cpu, int calls, const
     stop_test_server(seg, waker);
     EXPECT_TRUE(exited_ok(server));
     return read_stats(seg.stats());
-}
-
-std::uint64_t side(const std::array<std::uint64_t, side_counter_count> &counters, Counter c) {
-    return counters[static_cast<int>(c)];
 }
 
 /*
