@@ -4,10 +4,14 @@
  * A waiter (the side that needs data, or room in a full ring) runs:
  *
  *   1. spin on its condition for up to a time budget (not an iteration
- *      count: the cost of an iteration differs by machine and load); the
- *      budget starts at the 64th poll, the first clock read, since most
- *      waits end before it (a read is 32 ns in a guest; both sides' spins
- *      skipping it made the core round trip 2 % faster, bench/README.md);
+ *      count: the cost of an iteration differs by machine and load); a
+ *      full budget starts at the 64th poll, the first clock read, since
+ *      most waits end before it (a read is 32 ns in a guest; skipping it
+ *      made the core round trip 2 % faster, bench/README.md). A budget
+ *      the adaptation below has shrunk starts at once: counted from the
+ *      64th poll, a shrunk budget of a few polls doubled, and sessions
+ *      that outnumber the cores spun that much longer (16 sessions lost
+ *      a quarter of their calls);
  *   2. token = waker.prepare(self)   — read the futex sequence word (the
  *                                      latch waker too: it sleeps on the
  *                                      word first, then on its latch);
@@ -340,7 +344,12 @@ bool spin_on(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters 
         shift >= max_spin_shift ? std::chrono::nanoseconds(0) : policy.spin / (1u << shift);
     if (spin.count() <= 0 || !enter_spin(policy))
         return false;
+    /* A shrunk budget counts from now, or it would grow by the 64 polls (see the top). */
     clock::time_point spin_end{};
+    if (shift > 0) {
+        *started = clock::now();
+        spin_end = *started + spin;
+    }
     SpinPause pause(&self, policy.peer, counters);
     for (unsigned i = 1;; ++i) {
         pause(i);
@@ -357,7 +366,7 @@ bool spin_on(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters 
         if ((i & 63) != 0)
             continue;
         const auto now = clock::now();
-        if (i == 64) {
+        if (spin_end == clock::time_point{}) {
             *started = now;  // the wait's start, 64 polls late: most waits end before (see the top)
             spin_end = now + spin;
         }
