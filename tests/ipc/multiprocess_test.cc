@@ -336,18 +336,24 @@ TEST(MultiProcess, AServerThreadThatKeepsFindingItsSessionOnItsCpuMovesToAnother
  * session's CPU. Those waits end with no call, so none makes a row, and
  * the thread must not move: woken on the other vCPU, such calls took
  * 20 µs instead of 12.5 (wait.h). With the rule that counted them, this
- * failed on a quiet machine.
+ * failed on a quiet machine. On a busy one the kernel may wake the
+ * server elsewhere every time (once in CI, beside the other suites):
+ * then the case did not arise, and the test tries again; no try may move.
  */
 TEST(MultiProcess, AServerThreadWhoseSessionCallsNowAndThenStaysWhereTheKernelWakesIt) {
     const std::vector<int> cpus = allowed_cpus();
     if (cpus.size() < 2)
         GTEST_SKIP() << "needs two CPUs";
     constexpr int calls = 300;
-    const StatsSnapshot snap = placed_ping_pong(cpus[0], cpus[0], calls, {cpus[0], cpus[1]}, 400us);
-    EXPECT_EQ(snap.calls, static_cast<std::uint64_t>(calls));
-    EXPECT_EQ(snap.call_errors, 0u);
-    EXPECT_GT(side(snap.server, Counter::shared_cpu_spins), 0u);  // some waits saw the session beside them
-    EXPECT_EQ(side(snap.server, Counter::cpu_moves), 0u);
+    std::uint64_t shared = 0;
+    for (int attempt = 0; attempt < 20 && shared == 0; ++attempt) {
+        const StatsSnapshot snap = placed_ping_pong(cpus[0], cpus[0], calls, {cpus[0], cpus[1]}, 400us);
+        EXPECT_EQ(snap.calls, static_cast<std::uint64_t>(calls));
+        EXPECT_EQ(snap.call_errors, 0u);
+        EXPECT_EQ(side(snap.server, Counter::cpu_moves), 0u);
+        shared = side(snap.server, Counter::shared_cpu_spins);
+    }
+    EXPECT_GT(shared, 0u);  // some waits saw the session beside them: the case arose
 }
 
 TEST(MultiProcess, AbandonRacesNeverReuseASlotTheServerMayWrite) {
