@@ -52,7 +52,7 @@ Dispatcher::Spun Dispatcher::spin_for_bell(std::chrono::nanoseconds spin, const 
     const bool watching = watch < region_.slots() && region_.watch(watch, runtime_);
     /* Yields now and then: a session may need this CPU to make its call; the watched one at once. */
     SpinPause pause = watching ? watcher_pause(watch) : SpinPause(nullptr, nullptr, nullptr);
-    std::chrono::steady_clock::time_point end{};  // read at the 64th poll: most spins end before
+    SpinBudget budget(spin);  // from the 64th poll: most spins end before
     Spun spun = Spun::nothing;
     for (unsigned i = 1;; ++i) {
         pause(i);
@@ -62,12 +62,7 @@ Dispatcher::Spun Dispatcher::spin_for_bell(std::chrono::nanoseconds spin, const 
         }
         if (watching && region_.watched_call_begun(watch))
             break;
-        if ((i & 63) != 0)
-            continue;
-        const auto now = std::chrono::steady_clock::now();
-        if (i == 64)
-            end = now + spin;
-        if (now >= end || stop())
+        if ((i & 63) == 0 && (budget.spent(std::chrono::steady_clock::now()) || stop()))
             break;
     }
     if (watching && region_.end_watch(watch, runtime_, waker, &out->generation) == Status::ok) {

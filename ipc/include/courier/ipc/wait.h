@@ -7,7 +7,7 @@
  *      count: the cost of an iteration differs by machine and load); a
  *      full budget starts at the 64th poll, the first clock read, since
  *      most waits end before it (a read is 32 ns in a guest; skipping it
- *      made the core round trip 2 % faster, bench/README.md). A budget
+ *      made the core round trip 1.6 % faster, bench/README.md). A budget
  *      the adaptation below has shrunk starts at once: counted from the
  *      64th poll, a shrunk budget of a few polls doubled, and sessions
  *      that outnumber the cores spun that much longer (16 sessions lost
@@ -237,6 +237,29 @@ bool leave_shared_cpu(int cpu);
 void end_shared_cpu_row();
 
 /*
+ * A spin's time budget, counted from its first look at the clock, which a
+ * spinner takes at its 64th poll (see the top) unless it starts it sooner.
+ */
+class SpinBudget {
+public:
+    using clock = std::chrono::steady_clock;
+    explicit SpinBudget(std::chrono::nanoseconds spin) : spin_(spin) {}
+    void start(clock::time_point now) { end_ = now + spin_; }
+    /* At a poll that reads the clock: whether the budget is spent (the first such read starts it). */
+    bool spent(clock::time_point now) {
+        if (end_ == clock::time_point{})
+            start(now);
+        return now >= end_;
+    }
+    /* When the budget started; only after start() or spent(). */
+    clock::time_point started() const { return end_ - spin_; }
+
+private:
+    std::chrono::nanoseconds spin_;
+    clock::time_point end_{};
+};
+
+/*
  * A spinner's pause before each poll: every polls_per_yield-th poll offers
  * the CPU too, and the first one that finds the peer on this CPU does, or
  * with `may_move`, leaves it now and then (see the top). `peer` may be null
@@ -344,12 +367,9 @@ bool spin_on(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters 
         shift >= max_spin_shift ? std::chrono::nanoseconds(0) : policy.spin / (1u << shift);
     if (spin.count() <= 0 || !enter_spin(policy))
         return false;
-    /* A shrunk budget counts from now, or it would grow by the 64 polls (see the top). */
-    clock::time_point spin_end{};
-    if (shift > 0) {
-        *started = clock::now();
-        spin_end = *started + spin;
-    }
+    SpinBudget budget(spin);
+    if (shift > 0)
+        budget.start(clock::now());  // a shrunk budget counts from now, or it would grow by 64 polls (see the top)
     SpinPause pause(&self, policy.peer, counters);
     for (unsigned i = 1;; ++i) {
         pause(i);
@@ -363,17 +383,11 @@ bool spin_on(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters 
             bump(counters, Counter::spin_hits);
             return true;
         }
-        if ((i & 63) != 0)
-            continue;
-        const auto now = clock::now();
-        if (spin_end == clock::time_point{}) {
-            *started = now;  // the wait's start, 64 polls late: most waits end before (see the top)
-            spin_end = now + spin;
-        }
-        if (now >= spin_end || waker.interrupted(self))
+        if ((i & 63) == 0 && (budget.spent(clock::now()) || waker.interrupted(self)))
             break;
     }
     leave_spin(policy);
+    *started = budget.started();  // a full budget's, 64 polls late: most waits end before
     return false;
 }
 
