@@ -65,6 +65,7 @@ int guc_spin_us = 50;
 int guc_call_timeout_ms = 0;
 int guc_slot_wait_timeout_ms = 5000;
 bool guc_enabled = true;
+char *guc_worker_cpus = nullptr;
 
 namespace {
 
@@ -79,6 +80,7 @@ shmem_request_hook_type prev_shmem_request_hook = nullptr;
 
 std::vector<worker::RuntimeSpec> runtimes;
 std::string runtime_list;
+worker::CpuSet worker_cpus;  // courier.worker_cpus, parsed; none when it is empty
 
 ipc::RegionParams params_from_gucs() {
     return ipc::RegionParams{static_cast<std::uint32_t>(guc_slots),
@@ -187,6 +189,51 @@ ipc::RegionLayout layout_or_fatal() {
         ereport(FATAL, (errmsg("invalid courier settings: %s", ipc::describe_layout_error(p)),
                         errhint("Check courier.slots, courier.ring_size and courier.max_message_size.")));
     return layout;
+}
+
+bool check_worker_cpus(char **newval, void **, GucSource) {
+    if (*newval == nullptr || (*newval)[0] == '\0')
+        return true;
+    char why[256];
+    const bool ok = pg::door([&] {
+        worker::CpuSet cpus;
+        std::string error;
+        if (worker::parse_cpu_list(*newval, &cpus, &error))
+            return true;
+        snprintf(why, sizeof why, "%s", error.c_str());
+        return false;
+    });
+    if (ok)
+        return true;
+    GUC_check_errdetail("courier.worker_cpus: %s.", why);
+    GUC_check_errhint("Leave it empty to let the kernel place the worker among the sessions.");
+    return false;
+}
+
+/*
+ * courier.worker_cpus: the postmaster leaves the worker's CPUs before it
+ * forks anything, so that every other process of the server inherits the
+ * rest (courier/worker/placement.h); the worker takes them when it starts.
+ */
+void place_postmaster() {
+    if (guc_worker_cpus == nullptr || guc_worker_cpus[0] == '\0')
+        return;
+    char why[512] = "";
+    worker::CpuSet rest;
+    pg::door([&] {
+        worker::CpuSet allowed;
+        std::string error;
+        if (!worker::parse_cpu_list(guc_worker_cpus, &worker_cpus, &error) ||
+            !worker::allowed_cpus(&allowed, &error) || !worker::split_cpus(allowed, worker_cpus, &rest, &error) ||
+            !worker::run_on(rest, &error))
+            snprintf(why, sizeof why, "%s", error.c_str());
+    });
+    if (why[0] != '\0')
+        ereport(FATAL, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("invalid courier.worker_cpus: %s", why),
+                        errhint("Name CPUs this server may use (see taskset -cp on the postmaster), or leave "
+                                "courier.worker_cpus empty.")));
+    ereport(LOG, (errmsg("courier worker runs on CPUs %s, the rest of the server on CPUs %s",
+                         worker::format_cpu_list(worker_cpus).c_str(), worker::format_cpu_list(rest).c_str())));
 }
 
 bool check_ring_size(int *newval, void **, GucSource) {
@@ -304,7 +351,7 @@ void shmem_startup() {
 constexpr const char *setting_names[] = {"courier.slots",          "courier.ring_size",   "courier.max_message_size",
                                          "courier.runtimes",       "courier.runtime",     "courier.worker_threads",
                                          "courier.spin_us",        "courier.call_timeout", "courier.slot_wait_timeout",
-                                         "courier.enabled"};
+                                         "courier.enabled",        "courier.worker_cpus"};
 char *raw_settings[std::size(setting_names)];
 
 void remember_raw_settings() {
@@ -361,6 +408,11 @@ void define_gucs() {
                             "How long a call waits for a free courier slot, or for the courier worker to start, before it fails.", nullptr,
                             &guc_slot_wait_timeout_ms, 5000, 0, INT_MAX, PGC_USERSET, GUC_UNIT_MS,
                             nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("courier.worker_cpus", "CPUs the courier worker has to itself; empty: none.",
+                               "A CPU list such as '0' or '0-1'. The rest of the server leaves these CPUs to the "
+                               "worker and its runtimes' threads. Sessions that outnumber the CPUs then keep theirs "
+                               "from one call to the next.",
+                               &guc_worker_cpus, "", PGC_POSTMASTER, 0, check_worker_cpus, nullptr, nullptr);
     define_enabled_setting();  // session.cc: courier.enabled and its assign hook
     MarkGUCPrefixReserved("courier");
     refuse_invalid_settings();
@@ -415,6 +467,8 @@ const char *runtime_names() { return runtime_list.c_str(); }
 
 std::chrono::nanoseconds spin_budget() { return std::chrono::microseconds(guc_spin_us); }
 
+const worker::CpuSet &worker_cpu_set() { return worker_cpus; }
+
 }  // namespace courier::ext
 
 extern "C" void _PG_init(void) {
@@ -428,6 +482,7 @@ extern "C" void _PG_init(void) {
         define_gucs();
         load_runtime_list();
         layout_or_fatal();  // refuse bad settings before the postmaster allocates anything
+        place_postmaster();
         prev_shmem_request_hook = shmem_request_hook;
         shmem_request_hook = shmem_request;
         prev_shmem_startup_hook = shmem_startup_hook;

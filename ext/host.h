@@ -18,6 +18,7 @@
 
 #include "courier/ipc/region.h"
 #include "courier/ipc/wait.h"
+#include "courier/worker/placement.h"
 #include "courier/worker/worker.h"
 #include "courier/latch_waker.h"
 #include "courier/pg_guard.h"
@@ -56,6 +57,7 @@ extern int guc_spin_us;
 extern int guc_call_timeout_ms;
 extern int guc_slot_wait_timeout_ms;
 extern bool guc_enabled;
+extern char *guc_worker_cpus;
 
 /* The region of this cluster, or nullptr when courier was not preloaded. */
 ipc::Region *shared_region();
@@ -72,5 +74,8 @@ void define_enabled_setting();
 
 /* courier.spin_us as a duration. */
 std::chrono::nanoseconds spin_budget();
+
+/* courier.worker_cpus, parsed in the postmaster; none when it is empty. */
+const worker::CpuSet &worker_cpu_set();
 
 }  // namespace courier::ext

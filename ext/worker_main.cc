@@ -3,7 +3,8 @@
  *
  * Main thread (the only one that calls PostgreSQL beyond SetLatch):
  *   1. installs SIGTERM/SIGHUP handlers the PostgreSQL way, unblocks signals;
- *   2. runs a courier::worker::Worker (worker/: PostgreSQL-free) over the
+ *   2. takes courier.worker_cpus, if set, before any thread starts; then
+ *      runs a courier::worker::Worker (worker/: PostgreSQL-free) over the
  *      region, with the latch waker: it begins a new server epoch (calls
  *      left by a predecessor fail, never hang), loads courier.runtimes
  *      with dlopen after fork (init with signals blocked), and starts the
@@ -26,6 +27,8 @@
 #include <cstdio>
 #include <exception>
 #include <optional>
+#include <stdexcept>
+#include <string>
 
 #include "host.h"
 
@@ -100,6 +103,19 @@ void log_stop(const worker::StopReport &report) {
                                 "the process exits under it.")));
 }
 
+/* courier.worker_cpus: before any thread starts, so that the pools and the runtimes' threads inherit them. */
+void take_worker_cpus() {
+    if (worker_cpu_set().none())
+        return;
+    std::string error;
+    if (!guarded([&] {
+            if (!worker::run_on(worker_cpu_set(), &error))
+                throw std::runtime_error(error);
+        }))
+        ereport(WARNING, (errmsg("courier worker could not take courier.worker_cpus: %s", failure),
+                          errdetail("It runs where the postmaster left it, beside the sessions; calls are served.")));
+}
+
 }  // namespace
 }  // namespace courier::ext
 
@@ -118,6 +134,7 @@ extern "C" void courier_worker_main(Datum) {
     on_shmem_exit(mark_down, 0);
     stats.server_pid.store(static_cast<std::uint64_t>(MyProcPid), std::memory_order_relaxed);
 
+    take_worker_cpus();
     std::uint64_t epoch = 0;
     const bool started = guarded([&] {
         worker::Config config{runtime_specs(), pkglib_path, guc_worker_threads, spin_budget(),

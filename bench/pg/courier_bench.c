@@ -25,9 +25,12 @@
  * Each round trip is timed with clock_gettime(CLOCK_MONOTONIC); the echo
  * peers use queues and sockets as large as courier's ring (64 kB).
  */
+/* sched_setaffinity and the CPU_* macros; postgres.h includes the C library first. */
+#define _GNU_SOURCE
 #include "postgres.h"
 
 #include <math.h>
+#include <sched.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -80,6 +83,37 @@ cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/*
+ * With courier.worker_cpus set, the baselines' echo workers run where
+ * courier's worker runs, so that both designs get the same CPUs apart from
+ * the sessions. (The value was checked when the server started.)
+ */
+static void
+place_like_courier_worker(pid_t pid)
+{
+	const char *list = GetConfigOption("courier.worker_cpus", true, false);
+	cpu_set_t	set;
+	char	   *at;
+
+	if (list == NULL || list[0] == '\0')
+		return;
+	CPU_ZERO(&set);
+	for (at = (char *) list; *at != '\0';)
+	{
+		long		first = strtol(at, &at, 10),
+					last = first;
+
+		if (*at == '-')
+			last = strtol(at + 1, &at, 10);
+		for (; first <= last && first < CPU_SETSIZE; first++)
+			CPU_SET(first, &set);
+		while (*at == ',' || *at == ' ')
+			at++;
+	}
+	if (sched_setaffinity(pid, sizeof set, &set) != 0)
+		ereport(ERROR, (errmsg("could not put the benchmark's echo worker on courier.worker_cpus: %m")));
+}
+
 static BackgroundWorkerHandle *
 start_echo_worker(const char *function, Datum arg)
 {
@@ -102,6 +136,7 @@ start_echo_worker(const char *function, Datum arg)
 						errhint("Raise max_worker_processes.")));
 	if (WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
 		ereport(ERROR, (errmsg("the benchmark's echo worker did not start")));
+	place_like_courier_worker(pid);
 	return handle;
 }
 

@@ -47,6 +47,17 @@ for transport in ["courier", "shm_mq", "socket"]:
             if not isinstance(switches, (int, float)) or not math.isfinite(switches) or switches < 0 \
                     or (switches == 0 and not none_allowed):
                 errors.append(f"concurrency {transport} {sessions}: switches_per_call = {switches!r}")
+# The placed sweep (courier.worker_cpus) runs wherever the bench may use two CPUs or more.
+if len(os.sched_getaffinity(0)) >= 2:
+    for key in [f"placed_calls_{n}_sessions_vs_{b}" for n in (4, 16, 64) for b in ("shm_mq", "unplaced")] + \
+            ["placed_scaling_16_vs_2", "placed_spread_64_sessions"]:
+        if key not in data.get("ratios", {}):
+            errors.append(f"ratio {key} missing")
+    for transport in ["courier", "shm_mq", "socket"]:
+        for sessions in ["2", "4", "16", "64"]:
+            row = (data.get("placed") or {}).get(transport, {}).get(sessions)
+            if not row or not row.get("calls_per_s", 0) > 0 or not 0 < row.get("p50_ns", 0) <= row["p99_ns"]:
+                errors.append(f"placed {transport} {sessions}: {row!r}")
 for name in ["short_alone", "short_beside_long"]:
     row = data.get("mixed", {}).get(name)
     if not row or not row.get("calls_per_s", 0) > 0 or not row.get("p99_ns", 0) > 0:

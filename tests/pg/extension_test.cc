@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <random>
+#include <filesystem>
+#include <sched.h>
 #include <thread>
 
 #include "cluster.h"
@@ -552,4 +554,89 @@ TEST(CourierCluster, EveryEarlyReturnKeepsTheMetricsRight) {
     /* The timer starts with the statement, the call a little later: a bit under 300 ms is right. */
     EXPECT_GE(after.latency_ns - before.latency_ns, 200'000'000);
     EXPECT_LT(after.latency_ns - before.latency_ns, 60'000'000'000);
+}
+
+namespace {
+
+/* Cpus_allowed_list of every thread of `pid`, e.g. {"1", "1"}. */
+std::vector<std::string> threads_cpus(pid_t pid) {
+    std::vector<std::string> lists;
+    const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+    for (const auto &task : std::filesystem::directory_iterator(tasks)) {
+        std::ifstream status(task.path() / "status");
+        for (std::string line; std::getline(status, line);)
+            if (line.rfind("Cpus_allowed_list:", 0) == 0)
+                lists.push_back(line.substr(line.find_first_not_of(" \t", 18)));
+    }
+    return lists;
+}
+
+/* This process's CPUs, lowest first. */
+std::vector<int> own_cpus() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    std::vector<int> cpus;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+            if (CPU_ISSET(cpu, &set))
+                cpus.push_back(cpu);
+    return cpus;
+}
+
+}  // namespace
+
+/*
+ * courier.worker_cpus: the worker and every thread of its pool run on the CPU named, the postmaster and
+ * the backends on the others, and sessions that outnumber the rest are all served.
+ */
+TEST(CourierCluster, WorkerCpusGiveTheWorkerItsOwnAndTheServerTheRest) {
+    const std::vector<int> cpus = own_cpus();
+    if (cpus.size() < 2)
+        GTEST_SKIP() << "needs two CPUs, this process may use " << cpus.size();
+    std::string rest;
+    for (std::size_t i = 1; i < cpus.size(); ++i)
+        rest += (rest.empty() ? "" : ",") + std::to_string(cpus[i]);
+    const std::string mine = std::to_string(cpus[0]);
+    Cluster cluster({"courier.worker_cpus = '" + mine + "'", "courier.worker_threads = 3"});
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn c = cluster.connect();
+    ASSERT_TRUE(c.exec("CREATE EXTENSION courier"));
+    EXPECT_EQ(c.value("SELECT convert_from(courier.echo('placed'), 'UTF8')"), "placed");
+
+    const std::vector<std::string> worker = threads_cpus(worker_pid(c));
+    EXPECT_GE(worker.size(), 5u);  // main, cancel watcher, three pool threads
+    for (const std::string &list : worker)
+        EXPECT_EQ(list, mine);
+    for (pid_t pid : {cluster.postmaster_pid(), static_cast<pid_t>(c.backend_pid())})
+        EXPECT_EQ(threads_cpus(pid), std::vector<std::string>{rest}) << "process " << pid;
+    EXPECT_EQ(c.value("SHOW courier.worker_cpus"), mine);
+    EXPECT_NE(cluster.log().find("courier worker runs on CPUs " + mine), std::string::npos) << cluster.log();
+
+    /* More sessions than the CPUs left to them, calling at once: every call is answered. */
+    std::vector<Conn> sessions;
+    for (int i = 0; i < 6; ++i) {
+        sessions.push_back(cluster.connect());
+        send(sessions.back(),
+             "SELECT count(*) FROM generate_series(1, 3000) g WHERE courier.echo(g::text::bytea) = g::text::bytea");
+    }
+    for (Conn &s : sessions)
+        EXPECT_EQ(outcome(s), "3000");
+}
+
+TEST(CourierCluster, WorkerCpusThatCannotBeGivenStopTheServerWithTheReason) {
+    const std::vector<int> cpus = own_cpus();
+    std::string all;
+    for (int cpu : cpus)
+        all += (all.empty() ? "" : ",") + std::to_string(cpu);
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"'0-'", "is not a range of CPUs"},
+        {"'first'", "does not start with a CPU number"},
+        {"'" + all + "'", "leave at least one for its sessions"},
+        {"'1000'", "CPUs 1000 are not among those this server may use"},
+    };
+    for (const auto &[value, why] : cases) {
+        Cluster cluster({"courier.worker_cpus = " + value});
+        EXPECT_FALSE(cluster.running()) << value;
+        EXPECT_NE(cluster.log().find(why), std::string::npos) << value << ":\n" << cluster.log();
+    }
 }

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "harness.h"
+#include "courier/worker/placement.h"
 #include "courier/worker/worker.h"
 
 using namespace courier;
@@ -381,3 +382,70 @@ TEST(Load, AMissingLibraryFailsEveryCallWithTheReason) {
 namespace courier::worker {
 void PrintTo(const RuntimeSpec &s, std::ostream *os) { *os << s.name; }
 }  // namespace courier::worker
+
+/* ---- courier.worker_cpus: the lists an operator writes, and the split of the server's CPUs ---- */
+
+namespace {
+
+worker::CpuSet cpus_of(std::initializer_list<unsigned> list) {
+    worker::CpuSet set;
+    for (unsigned cpu : list)
+        set.set(cpu);
+    return set;
+}
+
+TEST(Placement, CpuListsParseAsLinuxWritesThemAndFormatBack) {
+    worker::CpuSet set;
+    std::string error;
+    ASSERT_TRUE(worker::parse_cpu_list("0", &set, &error)) << error;
+    EXPECT_EQ(set, cpus_of({0}));
+    ASSERT_TRUE(worker::parse_cpu_list("0-3,8, 10-11", &set, &error)) << error;
+    EXPECT_EQ(set, cpus_of({0, 1, 2, 3, 8, 10, 11}));
+    EXPECT_EQ(worker::format_cpu_list(set), "0-3,8,10-11");
+    ASSERT_TRUE(worker::parse_cpu_list("1023", &set, &error)) << error;
+    EXPECT_EQ(worker::format_cpu_list(set), "1023");
+    EXPECT_EQ(worker::format_cpu_list(worker::CpuSet{}), "");
+}
+
+TEST(Placement, AWrongListIsRefusedWithWhatIsWrongAndHowToWriteIt) {
+    for (const char *bad : {"", " ", "x", "0-", "3-1", "0,,1", "1024", "0 1", "0-3;4", "-1"}) {
+        worker::CpuSet set;
+        std::string error;
+        EXPECT_FALSE(worker::parse_cpu_list(bad, &set, &error)) << "\"" << bad << "\" was taken";
+        EXPECT_NE(error.find("as Linux does"), std::string::npos) << bad << ": " << error;
+    }
+}
+
+TEST(Placement, TheWorkerTakesItsCpusOutOfTheServersAndLeavesTheRest) {
+    worker::CpuSet rest;
+    std::string error;
+    ASSERT_TRUE(worker::split_cpus(cpus_of({0, 1, 2, 3}), cpus_of({0}), &rest, &error)) << error;
+    EXPECT_EQ(rest, cpus_of({1, 2, 3}));
+    EXPECT_FALSE(worker::split_cpus(cpus_of({0, 1}), cpus_of({0, 1}), &rest, &error));
+    EXPECT_NE(error.find("leave at least one"), std::string::npos) << error;
+    EXPECT_FALSE(worker::split_cpus(cpus_of({2, 3}), cpus_of({1, 2}), &rest, &error));
+    EXPECT_NE(error.find("CPUs 1 are not among"), std::string::npos) << error;
+}
+
+/* The mask run_on() sets is the calling thread's, and threads it starts afterwards inherit it. */
+TEST(Placement, AThreadStartedAfterRunOnInheritsItsCpus) {
+    worker::CpuSet allowed, seen;
+    std::string error;
+    ASSERT_TRUE(worker::allowed_cpus(&allowed, &error)) << error;
+    worker::CpuSet one;
+    for (unsigned cpu = 0; cpu < worker::max_cpus; ++cpu)
+        if (allowed.test(cpu)) {
+            one.set(cpu);
+            break;
+        }
+    std::thread t([&] {
+        ASSERT_TRUE(worker::run_on(one, &error)) << error;
+        std::thread child([&] { ASSERT_TRUE(worker::allowed_cpus(&seen, &error)) << error; });
+        child.join();
+        ASSERT_TRUE(worker::run_on(allowed, &error)) << error;
+    });
+    t.join();
+    EXPECT_EQ(seen, one);
+}
+
+}  // namespace
