@@ -335,6 +335,8 @@ void shmem_startup() {
                 names.push_back(r.name);
             stats.set_runtimes(names);
             region = ipc::Region::create(base, layout, stats);
+            if (worker_cpus.any())
+                region.lift_spinner_cap();  // no session spins on the worker's CPUs
             region_ready = true;
         }
         LWLockRelease(AddinShmemInitLock);

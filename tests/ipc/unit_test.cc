@@ -7,6 +7,8 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -979,6 +981,47 @@ TEST(Wait, SpinningIsCappedRegionWide) {
     EXPECT_EQ(wait_until(w, waker, p, c, [] { return Status::would_block; }), Status::timeout);
     EXPECT_EQ(read_stats(seg.stats()).client[static_cast<int>(Counter::sleeps)], 1u);
     EXPECT_EQ(r.header().spinners.load(), 2u);
+}
+
+/* With the cap lifted (a server on CPUs of its own), every waiter spins: four at once here, all spin hits. */
+TEST(Wait, ALiftedCapLetsEveryWaiterSpin) {
+    TestSegment seg(params());
+    Region &r = seg.region();
+    r.lift_spinner_cap();
+    WaitPolicy p = r.with_spinner_cap(WaitPolicy{});
+    EXPECT_EQ(p.spinners, nullptr);
+    p.spin = std::chrono::seconds(30);
+    constexpr int waiters = 4;
+    std::atomic<bool> go{false};
+    std::array<std::atomic<int>, waiters> looks{};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < waiters; ++i)
+        threads.emplace_back([&, i] {
+            FutexWaker waker;
+            EXPECT_EQ(wait_until(r.slot(i)->client, waker, p, &seg.stats().slot(i)->client, [&] {
+                          looks[i].fetch_add(1);
+                          return go.load() ? Status::ok : Status::would_block;
+                      }),
+                      Status::ok);
+        });
+    /* A waiter that parks looks twice (before and after announcing); each of these keeps looking. */
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    auto all_spinning = [&] {
+        return std::all_of(looks.begin(), looks.end(), [](const std::atomic<int> &n) { return n.load() > 100; });
+    };
+    while (!all_spinning() && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_TRUE(all_spinning());
+    go.store(true);
+    FutexWaker waker;
+    for (int i = 0; i < waiters; ++i)
+        notify(r.slot(i)->client, waker, nullptr);  // a waiter that parked all the same (the test fails)
+    for (auto &t : threads)
+        t.join();
+    const auto snap = read_stats(seg.stats());
+    EXPECT_EQ(snap.client[static_cast<int>(Counter::spin_hits)], static_cast<std::uint64_t>(waiters));
+    EXPECT_EQ(snap.client[static_cast<int>(Counter::sleeps)], 0u);
+    EXPECT_EQ(r.header().spinners.load(), 0u);
 }
 
 namespace {

@@ -121,7 +121,7 @@ struct alignas(cache_line) RegionHeader {
     alignas(cache_line) std::atomic<std::uint64_t> freelist_head;
     alignas(cache_line) std::atomic<std::uint64_t> server_epoch;
     Waiter cancels;  // the worker's cancel watcher parks here (futex)
-    /* Waiters spinning right now, and the cap (one per usable CPU). */
+    /* Waiters spinning right now, and the cap (one per usable CPU, or no_spinner_cap). */
     alignas(cache_line) std::atomic<std::uint32_t> spinners;
     std::uint32_t max_spinners;
 };
@@ -181,10 +181,18 @@ public:
     DispatchControl &dispatch(std::uint32_t runtime) const;
     /* The policy with the region's cap on concurrent spinners applied. */
     WaitPolicy with_spinner_cap(WaitPolicy policy) const {
+        if (header_->max_spinners == no_spinner_cap)
+            return policy;
         policy.spinners = &header_->spinners;
         policy.max_spinners = header_->max_spinners;
         return policy;
     }
+    /*
+     * For a host whose server runs on CPUs no client runs on: a spinning
+     * client takes no CPU from the server there, so any number may spin
+     * (wait.h). Before clients attach.
+     */
+    void lift_spinner_cap() { header_->max_spinners = no_spinner_cap; }
     FreeList freelist() const { return freelist_; }
 
     SlotControl *slot(std::uint32_t index) const;

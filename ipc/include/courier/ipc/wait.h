@@ -29,6 +29,16 @@
  * needs. Together with the region-wide cap on concurrent spinners this is
  * how spinning backs off when sessions outnumber cores.
  *
+ * The cap is for clients and server on the same CPUs. When the server has
+ * CPUs of its own (courier.worker_cpus, courier/worker/placement.h), a
+ * spinning client takes CPU only from other clients, and its yields give
+ * that back, while a client that may not spin pays a futex call for an
+ * answer that comes within a µs. The host lifts the cap then: 4, 16 and 64
+ * sessions on one vCPU with the worker on the other made 0.47-1.06M,
+ * 0.38-0.75M and 0.36-0.68M calls/s with the cap of one (a preempted
+ * spinner keeps its place in it) and 1.50M, 1.47M and 1.42M without, every
+ * call a spin hit (bench/README.md).
+ *
  * A spinner also yields its CPU every polls_per_yield polls (a few µs).
  * With more runnable threads than cores, a spinner otherwise keeps its CPU
  * to the end of its budget while a woken peer waits behind it in the run
@@ -202,6 +212,9 @@ struct WaitPolicy {
     std::chrono::steady_clock::time_point deadline =
         std::chrono::steady_clock::time_point::max();
 };
+
+/* A region's max_spinners when any number may spin (Region::lift_spinner_cap). */
+inline constexpr std::uint32_t no_spinner_cap = ~std::uint32_t{0};
 
 /* Polls between two yields of a spinner's CPU (see the top): 6 µs of pause here. */
 inline constexpr unsigned polls_per_yield = 256;
