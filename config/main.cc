@@ -29,6 +29,7 @@
 
 #include <libpq-fe.h>
 
+#include "courier/worker/placement.h"
 #include "pgconf.h"
 #include "plan.h"
 
@@ -37,6 +38,7 @@
 #endif
 
 namespace fs = std::filesystem;
+using namespace courier;
 using namespace courier::config;
 
 namespace {
@@ -74,8 +76,9 @@ constexpr const char *help_text =
     "The YAML fields: sessions (calls at once: a count, or N% of max_connections),\n"
     "typical_message_size, largest_message_size, memory_budget (sizes as 64kB, 16MB),\n"
     "and optionally max_connections (a number, or 'server' to read it), worker_threads\n"
-    "(a number or 'auto'), latency_policy (latency, balanced or efficiency) and\n"
-    "postgres_version (15 to 18). Examples are in /usr/share/courier/examples/.\n"
+    "(a number or 'auto'), worker_cpus (CPUs the worker has to itself, as '0-1', or\n"
+    "none), latency_policy (latency, balanced or efficiency) and postgres_version\n"
+    "(15 to 18). Examples are in /usr/share/courier/examples/.\n"
     "\n"
     "Libraries already in shared_preload_libraries are kept, in order. Files are\n"
     "written to a new temporary file in the same directory with the owner and mode\n"
@@ -272,6 +275,15 @@ std::string canonical(const std::string &value, const std::string &unit) {
     return v;
 }
 
+/* Two CPU lists that name the same CPUs, however written. */
+bool same_cpus(const std::string &a, const std::string &b) {
+    worker::CpuSet x, y;
+    std::string error;
+    if (a.empty() || b.empty())
+        return a == b;
+    return worker::parse_cpu_list(a, &x, &error) && worker::parse_cpu_list(b, &y, &error) && x == y;
+}
+
 int check(const Plan &plan, const std::string &dsn) {
     PGconn *c = PQconnectdb(dsn.c_str());
     if (PQstatus(c) != CONNECTION_OK)
@@ -286,6 +298,8 @@ int check(const Plan &plan, const std::string &dsn) {
             have = canonical(PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
         PQclear(r);
         std::string want = canonical(s.value, "");
+        if (s.name == "courier.worker_cpus")
+            have = same_cpus(have, want) ? want : have;  // "0,1" on the server is the plan's "0-1"
         if (s.name == "shared_preload_libraries") {
             auto a = split_list(have), b = split_list(want);
             have = want = "";

@@ -9,7 +9,11 @@
  *                of the ring); halved while the region does not fit the
  *                memory budget. Larger messages stream through the ring.
  *   max_message_size  the largest message, rounded up to a kB.
- *   worker_threads    the CPUs this process may use (auto), or as given.
+ *   worker_threads    the CPUs this process may use (auto), the worker's CPUs
+ *                when worker_cpus is given, or as given.
+ *   worker_cpus  as given, checked against the CPUs this process may use
+ *                (install and check run on the server's machine); none
+ *                leaves the placement to the kernel.
  *   spin_us      latency 200, balanced 50, efficiency 0.
  */
 #include "plan.h"
@@ -24,13 +28,14 @@
 #include "courier/ipc/layout.h"
 #include "courier/ipc/ring.h"
 #include "courier/ipc/wait.h"
+#include "courier/worker/placement.h"
 
 namespace courier::config {
 namespace {
 
 const std::vector<std::string> known_fields = {
     "postgres_version", "max_connections", "sessions", "typical_message_size",
-    "largest_message_size", "memory_budget", "worker_threads", "latency_policy"};
+    "largest_message_size", "memory_budget", "worker_threads", "worker_cpus", "latency_policy"};
 
 std::size_t edit_distance(const std::string &a, const std::string &b) {
     std::vector<std::size_t> row(b.size() + 1);
@@ -221,6 +226,21 @@ Policy read_policy(const std::string &file, const YAML::Node &v, const std::stri
     return Policy::efficiency;
 }
 
+
+/* worker_cpus: "none", or a CPU list as Linux writes it (courier/worker/placement.h), kept canonical. */
+void read_worker_cpus(const std::string &file, const YAML::Node &v, Workload *w) {
+    const std::string text = scalar(file, v, "worker_cpus", "a CPU list such as \"0\" or \"0-1\", or none");
+    if (text == "none") {
+        w->worker_cpus.reset();
+        return;
+    }
+    worker::CpuSet cpus;
+    std::string error;
+    if (!worker::parse_cpu_list(text, &cpus, &error))
+        fail(file, v.Mark(), "worker_cpus", error + ", or none");
+    w->worker_cpus = worker::format_cpu_list(cpus);
+}
+
 void read_field(const std::string &file, const std::string &key, const YAML::Node &v, Workload *w) {
     if (key == "postgres_version") {
         w->postgres_version = static_cast<int>(integer(file, v, key, 15, 18));
@@ -242,6 +262,8 @@ void read_field(const std::string &file, const std::string &key, const YAML::Nod
             w->worker_threads.reset();
         else
             w->worker_threads = static_cast<int>(integer(file, v, key, 1, ipc::max_worker_threads));
+    } else if (key == "worker_cpus") {
+        read_worker_cpus(file, v, w);
     } else if (key == "latency_policy") {
         w->policy = read_policy(file, v, key);
     }
@@ -308,6 +330,25 @@ std::string size_region(const Workload &w, Plan *plan) {
 
 }  // namespace
 
+namespace {
+
+/*
+ * The number of CPUs worker_cpus names, 0 for none; an error when they
+ * cannot be given on this machine, where the server would refuse them.
+ */
+int worker_cpus_here(const Workload &w) {
+    if (!w.worker_cpus)
+        return 0;
+    worker::CpuSet cpus, allowed, rest;
+    std::string error;
+    (void)worker::parse_cpu_list(*w.worker_cpus, &cpus, &error);  // checked when read
+    if (worker::allowed_cpus(&allowed, &error) && !worker::split_cpus(allowed, cpus, &rest, &error))
+        throw InputError(w.file + ": worker_cpus: " + error + " (this machine; PostgreSQL would refuse to start)");
+    return static_cast<int>(cpus.count());
+}
+
+}  // namespace
+
 Plan make_plan(const Workload &w, const Existing &existing) {
     const std::optional<int> max_conn = w.max_connections ? w.max_connections : existing.max_connections;
     if (!max_conn)
@@ -329,7 +370,10 @@ Plan make_plan(const Workload &w, const Existing &existing) {
     const std::string ring_rule = size_region(w, &plan);
     const std::uint64_t ring = plan.ring_size;
 
-    const int threads = w.worker_threads ? *w.worker_threads : static_cast<int>(ipc::usable_cpus());
+    const int worker_cpu_count = worker_cpus_here(w);
+    const int threads = w.worker_threads ? *w.worker_threads
+                        : worker_cpu_count > 0 ? worker_cpu_count
+                                               : static_cast<int>(ipc::usable_cpus());
     const int spin = w.policy == Policy::latency ? 200 : w.policy == Policy::balanced ? 50 : 0;
     const char *policy = w.policy == Policy::latency ? "latency" : w.policy == Policy::balanced ? "balanced" : "efficiency";
     std::vector<std::string> preload = existing.preload;
@@ -345,8 +389,16 @@ Plan make_plan(const Workload &w, const Existing &existing) {
         {"courier.max_message_size", "'" + format_size(plan.max_message_size) + "'",
          "largest_message_size " + format_size(w.largest_message), "The largest message, rounded up to a kB"},
         {"courier.worker_threads", std::to_string(threads),
-         w.worker_threads ? "worker_threads " + std::to_string(threads) : "worker_threads auto",
-         w.worker_threads ? "As given" : "The CPUs this process may use (affinity and cgroup quota)"},
+         w.worker_threads ? "worker_threads " + std::to_string(threads)
+         : w.worker_cpus  ? "worker_threads auto, worker_cpus " + *w.worker_cpus
+                          : "worker_threads auto",
+         w.worker_threads ? "As given"
+         : w.worker_cpus  ? "One per CPU of the worker's"
+                          : "The CPUs this process may use (affinity and cgroup quota)"},
+        {"courier.worker_cpus", "'" + w.worker_cpus.value_or("") + "'",
+         "worker_cpus " + w.worker_cpus.value_or("none"),
+         w.worker_cpus ? "The worker's own CPUs; the rest of the server runs on the others"
+                       : "None: the kernel places the worker among the sessions"},
         {"courier.spin_us", std::to_string(spin), std::string("latency_policy ") + policy,
          "Spin before sleeping: latency 200 µs, balanced 50 µs, efficiency 0"},
         {"max_worker_processes", std::to_string(existing.max_worker_processes + (had ? 0 : 1)),

@@ -32,6 +32,7 @@ struct Workload {
     std::uint64_t largest_message = 0;
     std::uint64_t memory_budget = 0;
     std::optional<int> worker_threads;         // absent: auto
+    std::optional<std::string> worker_cpus;    // a CPU list, canonical ("0-1"); absent: none
     Policy policy = Policy::balanced;
 };
 

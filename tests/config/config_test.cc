@@ -4,6 +4,7 @@
  */
 #include <gtest/gtest.h>
 #include <pwd.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -99,6 +100,9 @@ TEST(Config, EveryClassOfBadInputNamesPlaceFieldAndExpectation) {
         {"sessions: 300\ntypical_message_size: 4kB\nlargest_message_size: 1MB\nmemory_budget: 1GB\nmax_connections: 100\n",
          "sessions: 300 is more than max_connections (100)"},
         {"sessions: 10\n  bad: [\n", "bad.yaml:"},
+        {"worker_cpus: 0-\n", "bad.yaml:1:14: worker_cpus: \"0-\" is not a range of CPUs; write CPU numbers"},
+        {valid + "worker_cpus: 1000\n",
+         "worker_cpus: CPUs 1000 are not among those this server may use"},
     };
     for (const Case &c : cases) {
         dir.write("bad.yaml", c.yaml);
@@ -246,4 +250,49 @@ TEST(Config, GeneratedSnippetStartsAClusterWhoseMemoryMatchesAndCheckAgrees) {
     check = run("check " + (dir / "c.yaml").string() + " --dsn '" + dsn + "'");
     EXPECT_EQ(check.status, 1) << check.out;
     EXPECT_NE(check.out.find("differs: courier.spin_us is 7 on the server, recommended 50"), std::string::npos) << check.out;
+}
+
+/* worker_cpus: the setting as Linux writes CPU lists, one pool thread per CPU, and a server that takes it. */
+TEST(Config, WorkerCpusAreWrittenCheckedAndTakenByTheServer) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+    std::vector<int> cpus;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+        if (CPU_ISSET(cpu, &set))
+            cpus.push_back(cpu);
+    if (cpus.size() < 2)
+        GTEST_SKIP() << "needs two CPUs";
+    TempDir dir;
+    const std::string first = std::to_string(cpus[0]);
+    std::string yaml = std::regex_replace(valid, std::regex("worker_threads: 2\n"), "");
+    dir.write("c.yaml", yaml + "worker_cpus: \"" + first + "," + first + "\"\n");
+    const Outcome gen = run("generate " + (dir / "c.yaml").string());
+    ASSERT_EQ(gen.status, 0) << gen.out;
+    EXPECT_NE(gen.out.find("courier.worker_cpus = '" + first + "'"), std::string::npos) << gen.out;
+    EXPECT_NE(gen.out.find("# One per CPU of the worker's.\n#   from: worker_threads auto, worker_cpus " + first +
+                           "\ncourier.worker_threads = 1\n"),
+              std::string::npos)
+        << gen.out;
+    std::vector<std::string> lines;
+    std::istringstream in(gen.out);
+    for (std::string line; std::getline(in, line);)
+        if (!line.empty() && line[0] != '#')
+            lines.push_back(line);
+    Cluster cluster(lines, /*preload=*/false);
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn c = cluster.connect();
+    EXPECT_EQ(c.value("SHOW courier.worker_cpus"), first);
+    EXPECT_NE(cluster.log().find("courier worker runs on CPUs " + first), std::string::npos) << cluster.log();
+    const std::string dsn = "host=" + c.value("SHOW unix_socket_directories") + " port=" + std::to_string(cluster.port()) +
+                            " user=postgres dbname=postgres";
+    const Outcome check = run("check " + (dir / "c.yaml").string() + " --dsn '" + dsn + "'");
+    EXPECT_EQ(check.status, 0) << check.out;
+    /* Without worker_cpus the server's list differs from the plan's none. */
+    dir.write("none.yaml", yaml + "worker_cpus: none\n");
+    const Outcome differs = run("check " + (dir / "none.yaml").string() + " --dsn '" + dsn + "'");
+    EXPECT_EQ(differs.status, 1) << differs.out;
+    EXPECT_NE(differs.out.find("differs: courier.worker_cpus is " + first + " on the server, recommended ''"),
+              std::string::npos)
+        << differs.out;
 }
