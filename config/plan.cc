@@ -347,6 +347,26 @@ int worker_cpus_here(const Workload &w) {
     return static_cast<int>(cpus.count());
 }
 
+/* courier.worker_threads and courier.worker_cpus: the pool is one thread per CPU of the worker's when auto. */
+std::vector<Setting> worker_settings(const Workload &w) {
+    const int worker_cpu_count = worker_cpus_here(w);
+    const int threads = w.worker_threads ? *w.worker_threads
+                        : worker_cpu_count > 0 ? worker_cpu_count
+                                               : static_cast<int>(ipc::usable_cpus());
+    return {
+        {"courier.worker_threads", std::to_string(threads),
+         w.worker_threads ? "worker_threads " + std::to_string(threads)
+         : w.worker_cpus  ? "worker_threads auto, worker_cpus " + *w.worker_cpus
+                          : "worker_threads auto",
+         w.worker_threads ? "As given"
+         : w.worker_cpus  ? "One per CPU of the worker's"
+                          : "The CPUs this process may use (affinity and cgroup quota)"},
+        {"courier.worker_cpus", "'" + w.worker_cpus.value_or("") + "'", "worker_cpus " + w.worker_cpus.value_or("none"),
+         w.worker_cpus ? "The worker's own CPUs; the rest of the server runs on the others"
+                       : "None: the kernel places the worker among the sessions"},
+    };
+}
+
 }  // namespace
 
 Plan make_plan(const Workload &w, const Existing &existing) {
@@ -370,10 +390,7 @@ Plan make_plan(const Workload &w, const Existing &existing) {
     const std::string ring_rule = size_region(w, &plan);
     const std::uint64_t ring = plan.ring_size;
 
-    const int worker_cpu_count = worker_cpus_here(w);
-    const int threads = w.worker_threads ? *w.worker_threads
-                        : worker_cpu_count > 0 ? worker_cpu_count
-                                               : static_cast<int>(ipc::usable_cpus());
+    const std::vector<Setting> worker = worker_settings(w);
     const int spin = w.policy == Policy::latency ? 200 : w.policy == Policy::balanced ? 50 : 0;
     const char *policy = w.policy == Policy::latency ? "latency" : w.policy == Policy::balanced ? "balanced" : "efficiency";
     std::vector<std::string> preload = existing.preload;
@@ -388,17 +405,8 @@ Plan make_plan(const Workload &w, const Existing &existing) {
          "typical_message_size " + format_size(w.typical_message) + ", memory_budget " + format_size(w.memory_budget), ring_rule},
         {"courier.max_message_size", "'" + format_size(plan.max_message_size) + "'",
          "largest_message_size " + format_size(w.largest_message), "The largest message, rounded up to a kB"},
-        {"courier.worker_threads", std::to_string(threads),
-         w.worker_threads ? "worker_threads " + std::to_string(threads)
-         : w.worker_cpus  ? "worker_threads auto, worker_cpus " + *w.worker_cpus
-                          : "worker_threads auto",
-         w.worker_threads ? "As given"
-         : w.worker_cpus  ? "One per CPU of the worker's"
-                          : "The CPUs this process may use (affinity and cgroup quota)"},
-        {"courier.worker_cpus", "'" + w.worker_cpus.value_or("") + "'",
-         "worker_cpus " + w.worker_cpus.value_or("none"),
-         w.worker_cpus ? "The worker's own CPUs; the rest of the server runs on the others"
-                       : "None: the kernel places the worker among the sessions"},
+        worker[0],
+        worker[1],
         {"courier.spin_us", std::to_string(spin), std::string("latency_policy ") + policy,
          "Spin before sleeping: latency 200 µs, balanced 50 µs, efficiency 0"},
         {"max_worker_processes", std::to_string(existing.max_worker_processes + (had ? 0 : 1)),
