@@ -6,10 +6,10 @@
  * the woken session preempts whichever session was running there, often
  * one that was spinning for its own answer. At 64 sessions on 2 vCPUs that
  * was 1.3 context switches a call, and the calls/s were bound by them
- * (bench/README.md, "The worker on CPUs of its own"). With the worker's
- * threads on CPUs no session runs on, a session keeps its CPU from one
- * call to the next (0.02 switches a call), and the worker's spinner keeps
- * its own.
+ * (bench/README.md, "Where the crowded rows' switches come from"). With
+ * the worker's threads on CPUs no session runs on, a session keeps its CPU
+ * from one call to the next (0.00-0.07 switches a call), and the worker's
+ * spinner keeps its own.
  *
  * So an operator may give the worker CPUs of its own (courier.worker_cpus):
  * the postmaster, before it starts anything, leaves those CPUs (every
