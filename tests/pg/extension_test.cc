@@ -621,6 +621,14 @@ TEST(CourierCluster, WorkerCpusGiveTheWorkerItsOwnAndTheServerTheRest) {
     }
     for (Conn &s : sessions)
         EXPECT_EQ(outcome(s), "3000");
+
+    /* The worker the postmaster starts again after an exit takes the CPU as its predecessor did. */
+    const pid_t first = worker_pid(c);
+    ASSERT_EQ(kill(first, SIGTERM), 0);
+    ASSERT_TRUE(eventually([&] { return worker_pid(c) > 0 && worker_pid(c) != first; }, 10));
+    EXPECT_EQ(c.value("SELECT convert_from(courier.echo('again'), 'UTF8')"), "again");
+    for (const std::string &list : threads_cpus(worker_pid(c)))
+        EXPECT_EQ(list, mine);
 }
 
 TEST(CourierCluster, WorkerCpusThatCannotBeGivenStopTheServerWithTheReason) {
