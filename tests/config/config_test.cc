@@ -4,7 +4,6 @@
  */
 #include <gtest/gtest.h>
 #include <pwd.h>
-#include <sched.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -254,13 +253,7 @@ TEST(Config, GeneratedSnippetStartsAClusterWhoseMemoryMatchesAndCheckAgrees) {
 
 /* worker_cpus: the setting as Linux writes CPU lists, one pool thread per CPU, and a server that takes it. */
 TEST(Config, WorkerCpusAreWrittenCheckedAndTakenByTheServer) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
-    std::vector<int> cpus;
-    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
-        if (CPU_ISSET(cpu, &set))
-            cpus.push_back(cpu);
+    const std::vector<int> cpus = courier::test::own_cpus();
     if (cpus.size() < 2)
         GTEST_SKIP() << "needs two CPUs";
     TempDir dir;

@@ -1,6 +1,7 @@
 #include "cluster.h"
 
 #include <arpa/inet.h>
+#include <sched.h>
 #include <signal.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -214,6 +215,17 @@ std::vector<std::string> threads_taking_postgres_signals(pid_t pid, int *others)
         ++*others;
     }
     return taking;
+}
+
+std::vector<int> own_cpus() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    std::vector<int> cpus;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+            if (CPU_ISSET(cpu, &set))
+                cpus.push_back(cpu);
+    return cpus;
 }
 
 }  // namespace courier::test

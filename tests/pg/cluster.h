@@ -89,4 +89,7 @@ int thread_count(pid_t pid);
 /* Polls cond every 20 ms for up to `seconds`. */
 bool eventually(const std::function<bool()> &cond, double seconds);
 
+/* The CPUs this process may use (its affinity mask), lowest first. */
+std::vector<int> own_cpus();
+
 }  // namespace courier::test

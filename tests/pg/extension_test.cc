@@ -11,7 +11,6 @@
 #include <fstream>
 #include <random>
 #include <filesystem>
-#include <sched.h>
 #include <thread>
 
 #include "cluster.h"
@@ -569,18 +568,6 @@ std::vector<std::string> threads_cpus(pid_t pid) {
                 lists.push_back(line.substr(line.find_first_not_of(" \t", 18)));
     }
     return lists;
-}
-
-/* This process's CPUs, lowest first. */
-std::vector<int> own_cpus() {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    std::vector<int> cpus;
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
-            if (CPU_ISSET(cpu, &set))
-                cpus.push_back(cpu);
-    return cpus;
 }
 
 }  // namespace
