@@ -557,6 +557,10 @@ TEST(CourierCluster, EveryEarlyReturnKeepsTheMetricsRight) {
 
 namespace {
 
+void admin_cancel(Conn &admin, const Conn &target) {
+    admin.value("SELECT pg_cancel_backend(" + std::to_string(target.backend_pid()) + ")");
+}
+
 /* Cpus_allowed_list of every thread of `pid`, e.g. {"1", "1"}. */
 std::vector<std::string> threads_cpus(pid_t pid) {
     std::vector<std::string> lists;
@@ -599,7 +603,10 @@ TEST(CourierCluster, WorkerCpusGiveTheWorkerItsOwnAndTheServerTheRest) {
     EXPECT_EQ(c.value("SHOW courier.worker_cpus"), mine);
     EXPECT_NE(cluster.log().find("courier worker runs on CPUs " + mine), std::string::npos) << cluster.log();
 
-    /* More sessions than the CPUs left to them, calling at once: every call is answered. */
+    /* One long call held by a pool thread while more sessions than the CPUs left to them call at once. */
+    Conn slow = cluster.connect();
+    send(slow, "SELECT courier.call('sleep', '20000')");
+    ASSERT_TRUE(eventually([&] { return count_slots(c, "serving") == 1; }, 5));
     std::vector<Conn> sessions;
     for (int i = 0; i < 6; ++i) {
         sessions.push_back(cluster.connect());
@@ -608,6 +615,18 @@ TEST(CourierCluster, WorkerCpusGiveTheWorkerItsOwnAndTheServerTheRest) {
     }
     for (Conn &s : sessions)
         EXPECT_EQ(outcome(s), "3000");
+    ASSERT_EQ(PQconsumeInput(slow.raw()), 1);
+    EXPECT_EQ(PQisBusy(slow.raw()), 1) << "the short calls were served only after the long one";
+    admin_cancel(c, slow);
+    EXPECT_NE(sent_error(slow).find("canceling statement"), std::string::npos);
+
+    /* With the spinner cap lifted, a statement_timeout still ends a waiting call and gives its slot back. */
+    Conn timed = cluster.connect();
+    ASSERT_TRUE(timed.exec("SET statement_timeout = 200"));
+    std::string error;
+    EXPECT_FALSE(timed.exec("SELECT courier.call('sleep', '5000')", &error));
+    EXPECT_NE(error.find("statement timeout"), std::string::npos) << error;
+    EXPECT_EQ(timed.value("SELECT convert_from(courier.echo('after'), 'UTF8')"), "after");
 
     /* The worker the postmaster starts again after an exit takes the CPU as its predecessor did. */
     const pid_t first = worker_pid(c);
