@@ -47,6 +47,11 @@ for transport in ["courier", "shm_mq", "socket"]:
             if not isinstance(switches, (int, float)) or not math.isfinite(switches) or switches < 0 \
                     or (switches == 0 and not none_allowed):
                 errors.append(f"concurrency {transport} {sessions}: switches_per_call = {switches!r}")
+            # Who switched: the sessions' sleeps for an answer, the worker's threads switched out while runnable.
+            for key in ["session_sleeps_per_call", "worker_switched_out_per_call"] if transport == "courier" else []:
+                value = row.get(key)
+                if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                    errors.append(f"concurrency courier {sessions}: {key} = {value!r}")
 # The placed sweep (courier.worker_cpus) runs wherever the bench may use two CPUs or more.
 if len(os.sched_getaffinity(0)) >= 2:
     for key in [f"placed_calls_{n}_sessions_vs_{b}" for n in (4, 16, 64) for b in ("shm_mq", "unplaced")] + \

@@ -2,11 +2,11 @@
  * courier/worker/placement.h — the worker's CPUs apart from the sessions'.
  *
  * When sessions outnumber the CPUs, a worker thread that shares a CPU with
- * sessions pays for them: every answer to a sleeping session wakes it, and
- * the woken session preempts whichever session was running there, often
- * one that was spinning for its own answer. At 64 sessions on 2 vCPUs that
- * was 1.3 context switches a call, and the calls/s were bound by them
- * (bench/README.md, "Where the crowded rows' switches come from"). With
+ * sessions pays for them: the sessions it wakes take its CPU (0.27 times a
+ * call at 64 sessions on 2 vCPUs, whatever its nice value or yields), and
+ * with the worker off its CPU the answers come too late to spin for, so
+ * nearly every call sleeps: 1.3 context switches a call, which bound the
+ * calls/s (bench/README.md, "Who loses the CPU in the crowded rows"). With
  * the worker's threads on CPUs no session runs on, a session keeps its CPU
  * from one call to the next (0.00-0.07 switches a call), and the worker's
  * spinner keeps its own.
