@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -81,7 +84,38 @@ bool stopped(std::uint64_t pid) {
     return state == 'T' || state == 't' || state == 'Z';
 }
 
+/* A thread's nonvoluntary_ctxt_switches; false when it has gone. */
+bool nonvoluntary_switches(const std::filesystem::path &status, std::uint64_t *out) {
+    std::ifstream f(status);
+    for (std::string line; std::getline(f, line);) {
+        if (line.rfind("nonvoluntary_ctxt_switches:", 0) == 0)
+            return std::sscanf(line.c_str(), "nonvoluntary_ctxt_switches: %" SCNu64, out) == 1;
+    }
+    return false;
+}
+
 }  // namespace
+
+std::uint64_t ThreadSwitchCounter::read(std::uint64_t pid) {
+    if (pid != pid_) {
+        pid_ = pid;
+        last_.clear();
+    }
+    /* A worker that exits meanwhile, or a /proc that hides it, ends the walk: the counts so far stand. */
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it("/proc/" + std::to_string(pid) + "/task", ec), end; !ec && it != end;
+         it.increment(ec)) {
+        std::uint64_t n = 0;
+        const std::string tid = it->path().filename().string();
+        if (!tid.empty() && tid.find_first_not_of("0123456789") == std::string::npos &&
+            nonvoluntary_switches(it->path() / "status", &n))
+            last_[std::stoull(tid)] = n;
+    }
+    std::uint64_t total = 0;
+    for (const auto &[tid, n] : last_)
+        total += n;
+    return total;
+}
 
 void StatsCollector::note(const std::string &why) const {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -100,7 +134,11 @@ std::vector<prometheus::MetricFamily> StatsCollector::Collect() const {
     WorkerHealth worker;
     if (up) {
         snapshot = ipc::read_stats(view);
-        worker = WorkerHealth{heartbeat_age(snapshot), stopped(snapshot.server_pid)};
+        worker = WorkerHealth{heartbeat_age(snapshot), stopped(snapshot.server_pid), 0};
+        if (snapshot.server_pid != 0) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            worker.switched_out = worker_switches_.read(snapshot.server_pid);
+        }
     }
     return metric_families(up ? &snapshot : nullptr, worker,
                            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());

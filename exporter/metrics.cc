@@ -53,6 +53,11 @@ void worker_families(std::vector<MetricFamily> &out, const ipc::StatsSnapshot &s
           w.heartbeat_age_s);
     gauge(out, "courier_worker_epoch", "Epoch (generation) of the running courier worker",
           static_cast<double>(s.server_epoch));
+    add(family(out, "courier_worker_switched_out_total",
+               "Times the worker's threads lost their CPU while they could run (from /proc; starts over with "
+               "each worker process). Mostly to sessions they woke, which courier.worker_cpus prevents",
+               MetricType::Counter),
+        static_cast<double>(w.switched_out));
     gauge(out, "courier_slots", "Slots configured (courier.slots)", s.slots);
     gauge(out, "courier_slots_in_use", "Slots leased by a session or finishing a call",
           static_cast<double>(s.slots_in_use));

@@ -9,11 +9,13 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -354,4 +356,50 @@ TEST(Exporter, ADataDirectoryIsFollowedToThePortItRunsOn) {
     kill(pid, SIGTERM);
     waitpid(pid, nullptr, 0);
     std::filesystem::remove_all(dir);
+}
+
+/* The value of an unlabelled series in a scrape, or -1. */
+double series_value(const std::string &text, const std::string &name) {
+    const auto at = text.find("\n" + name + " ");
+    return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
+}
+
+/*
+ * The worker's lost CPUs: two threads of this process on one CPU hand it to
+ * each other with sched_yield (each a switch while runnable). The counter
+ * counts them while they run and keeps them once they have exited, as a
+ * runtime's threads do.
+ */
+TEST(Exporter, TheWorkersLostCpusAreCountedAndKeptAfterItsThreadsEnd) {
+    const int port = 64500 + getpid() % 400;
+    FakeSegment seg(port, 2);
+    seg.view().header().server_up.store(1);
+    seg.view().header().heartbeat_ns.store(now_ns());
+    seg.view().header().server_pid.store(static_cast<std::uint64_t>(getpid()));
+    exporter::StatsCollector c(ipc::stats_segment_name(port), geteuid());
+    const double before = series_value(scrape(c), "courier_worker_switched_out_total");
+    ASSERT_GE(before, 0);
+
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    std::atomic<bool> stop{false};
+    std::atomic<int> yields{0};
+    auto yielder = [&] {
+        ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+        while (!stop.load()) {
+            sched_yield();
+            yields.fetch_add(1);
+        }
+    };
+    std::thread a(yielder), b(yielder);
+    while (yields.load() < 2000)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const double running = series_value(scrape(c), "courier_worker_switched_out_total");
+    stop = true;
+    a.join();
+    b.join();
+    const double ended = series_value(scrape(c), "courier_worker_switched_out_total");
+    EXPECT_GE(running - before, 500) << "two threads yielding one CPU to each other lost it 2000 times";
+    EXPECT_GE(ended, running) << "the ended threads' switches are kept";
 }

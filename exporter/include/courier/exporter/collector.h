@@ -13,7 +13,9 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -29,6 +31,24 @@ namespace courier::exporter {
  * numbers of theirs. One that does not is reported as courier_up 0, and
  * why goes to stderr once.
  */
+/*
+ * Times a process's threads lost their CPU while they could still run (the
+ * sum of each thread's nonvoluntary_ctxt_switches in /proc). The worker's:
+ * with the worker among the sessions, nearly all are the sessions it wakes
+ * taking its CPU (bench/README.md, "Who loses the CPU in the crowded
+ * rows"), the sign that courier.worker_cpus would pay. A thread's last
+ * count is kept after it exits (runtimes start and end threads), so the
+ * sum never goes down while the process lives; another pid starts it over.
+ */
+class ThreadSwitchCounter {
+public:
+    std::uint64_t read(std::uint64_t pid);
+
+private:
+    std::uint64_t pid_ = 0;
+    std::map<std::uint64_t, std::uint64_t> last_;  // per thread id
+};
+
 class StatsCollector : public prometheus::Collectable {
 public:
     /* segment() names the segment, asked on every scrape (a cluster's port can change while it is down). */
@@ -45,6 +65,7 @@ private:
     uid_t owner_;
     mutable std::mutex mutex_;
     mutable std::string last_note_;
+    mutable ThreadSwitchCounter worker_switches_;  // under mutex_
 };
 
 }  // namespace courier::exporter

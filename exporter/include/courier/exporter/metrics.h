@@ -13,6 +13,7 @@
  */
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@ namespace courier::exporter {
 struct WorkerHealth {
     double heartbeat_age_s = 0;  // since the worker's main loop last wrote its heartbeat
     bool stopped = false;        // SIGSTOPped or a zombie
+    std::uint64_t switched_out = 0;  // its threads' nonvoluntary context switches (ThreadSwitchCounter)
 };
 
 /* Every family of one scrape; `snapshot` is null when the segment could not be read. */
