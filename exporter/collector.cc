@@ -99,9 +99,11 @@ bool nonvoluntary_switches(const std::filesystem::path &status, std::uint64_t *o
 std::uint64_t ThreadSwitchCounter::read(std::uint64_t pid) {
     if (pid != pid_) {
         pid_ = pid;
-        last_.clear();
+        live_.clear();
+        ended_ = 0;
     }
     /* A worker that exits meanwhile, or a /proc that hides it, ends the walk: the counts so far stand. */
+    std::map<std::uint64_t, std::uint64_t> seen;
     std::error_code ec;
     for (std::filesystem::directory_iterator it("/proc/" + std::to_string(pid) + "/task", ec), end; !ec && it != end;
          it.increment(ec)) {
@@ -109,10 +111,19 @@ std::uint64_t ThreadSwitchCounter::read(std::uint64_t pid) {
         const std::string tid = it->path().filename().string();
         if (!tid.empty() && tid.find_first_not_of("0123456789") == std::string::npos &&
             nonvoluntary_switches(it->path() / "status", &n))
-            last_[std::stoull(tid)] = n;
+            seen[std::stoull(tid)] = n;
     }
-    std::uint64_t total = 0;
-    for (const auto &[tid, n] : last_)
+    for (auto &[tid, n] : live_) {
+        if (seen.count(tid) == 0) {
+            if (ec)
+                seen[tid] = n;  // not read this time: keep it as it was
+            else
+                ended_ += n;    // the whole list was read and it is not there: it ended
+        }
+    }
+    live_ = std::move(seen);
+    std::uint64_t total = ended_;
+    for (const auto &[tid, n] : live_)
         total += n;
     return total;
 }

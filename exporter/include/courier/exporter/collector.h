@@ -26,19 +26,14 @@
 namespace courier::exporter {
 
 /*
- * The segment must belong to `owner`, the server's user: a segment another
- * local user created under the same name would otherwise feed Prometheus
- * numbers of theirs. One that does not is reported as courier_up 0, and
- * why goes to stderr once.
- */
-/*
  * Times a process's threads lost their CPU while they could still run (the
  * sum of each thread's nonvoluntary_ctxt_switches in /proc). The worker's:
  * with the worker among the sessions, nearly all are the sessions it wakes
  * taking its CPU (bench/README.md, "Who loses the CPU in the crowded
  * rows"), the sign that courier.worker_cpus would pay. A thread's last
  * count is kept after it exits (runtimes start and end threads), so the
- * sum never goes down while the process lives; another pid starts it over.
+ * sum never goes down while the process lives, and what is kept of ended
+ * threads is one number; another pid starts it over.
  */
 class ThreadSwitchCounter {
 public:
@@ -46,9 +41,16 @@ public:
 
 private:
     std::uint64_t pid_ = 0;
-    std::map<std::uint64_t, std::uint64_t> last_;  // per thread id
+    std::map<std::uint64_t, std::uint64_t> live_;  // per thread id, as last read
+    std::uint64_t ended_ = 0;                      // the last counts of threads that have ended
 };
 
+/*
+ * The segment must belong to `owner`, the server's user: a segment another
+ * local user created under the same name would otherwise feed Prometheus
+ * numbers of theirs. One that does not is reported as courier_up 0, and
+ * why goes to stderr once.
+ */
 class StatsCollector : public prometheus::Collectable {
 public:
     /* segment() names the segment, asked on every scrape (a cluster's port can change while it is down). */
