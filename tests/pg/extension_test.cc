@@ -40,6 +40,11 @@ pid_t worker_pid(Conn &c) {
 /* Starts a query without waiting for it. */
 void send(Conn &c, const std::string &sql) { ASSERT_EQ(PQsendQuery(c.raw(), sql.c_str()), 1); }
 
+/* Cancels what `target` runs, from the `admin` connection. */
+void admin_cancel(Conn &admin, const Conn &target) {
+    admin.value("SELECT pg_cancel_backend(" + std::to_string(target.backend_pid()) + ")");
+}
+
 /* Collects the outcome of a sent query: "" on success, else the error. */
 std::string sent_error(Conn &c) {
     std::string error;
@@ -155,7 +160,7 @@ TEST_F(Courier, CancelTimeoutsAndTerminateGiveTheSlotBack) {
         send(c, "SELECT courier.call('sleep', '5000')");
         ASSERT_TRUE(eventually([&] { return count_slots(admin, "serving") == 1; }, 5)) << "case " << i;
         if (i == 0)
-            admin.value("SELECT pg_cancel_backend(" + std::to_string(c.backend_pid()) + ")");
+            admin_cancel(admin, c);
         if (i == 3)
             admin.value("SELECT pg_terminate_backend(" + std::to_string(c.backend_pid()) + ")");
         const std::string err = sent_error(c);
@@ -556,10 +561,6 @@ TEST(CourierCluster, EveryEarlyReturnKeepsTheMetricsRight) {
 }
 
 namespace {
-
-void admin_cancel(Conn &admin, const Conn &target) {
-    admin.value("SELECT pg_cancel_backend(" + std::to_string(target.backend_pid()) + ")");
-}
 
 /* Cpus_allowed_list of every thread of `pid`, e.g. {"1", "1"}. */
 std::vector<std::string> threads_cpus(pid_t pid) {
