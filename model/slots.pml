@@ -13,6 +13,8 @@
  *                           re-check / park, and the elided wakeup
  *   MessageReader::wait_frame, ServerCall::finish
  *                           the response, its last look, let go then wake
+ *   Region::wake_or_owe/pay_owed_wakes, the bounded park
+ *                           owed wakes and who pays them (see below)
  *
  * Who runs: NC clients (backends) of CALLS calls each, a serving process
  * of NT threads, and a restarter that may kill that process at any step
@@ -28,7 +30,7 @@
  * The server's wait for the request is modelled with the slot's server
  * Waiter (a thread may take a call before its request is written); its
  * wait on a full ring is not. The epoch's scan is one step (see
- * Restarter). These keep the restart configuration at 46 M states; it has
+ * Restarter). These keep the restart configuration at 96 M states; it has
  * one serving thread per process, the others two.
  *
  * -DLONG_CALL makes client 0's calls end only once client 1 is done: with
@@ -99,6 +101,32 @@
  *   -DSCAN_FORGETS_WATCHED begin_server_epoch clears a dead watcher's WS
  *                          but does not ring for the call begun under it
  *                          (call_hung)
+ *
+ * Owed wakes (issue 12, Region::wake_or_owe, region.h). A serving thread
+ * that lets go of a call whose client sleeps does not wake it while calls
+ * wait in the bell: it sets the slot's bit in the region's owed-wakes
+ * bitmap and goes on to the next call. A session that ends a call pays up
+ * to two owed wakes (NS is 2: all of them here), and a thread that finds
+ * the bell empty pays them all before it spins or parks. A wake can still
+ * be left owed while every thread that could pay it is inside a long
+ * call, so a client's park is bounded (the backstop): it looks again after
+ * a while, backing off. The backstop is modelled as a park that ends on
+ * `timeout` (when nothing else in the system can move): a backstop that
+ * fires earlier is a spurious wakeup, which the wait loop tolerates, and
+ * firing it only at quiescence keeps every quiescent state in view of the
+ * Monitor. no_lost_wakeup then reads: a client asleep on a response that
+ * is there is lost unless its wake is owed, the backstop is there, and a
+ * live thread is inside a call (a wake is left to the backstop only while
+ * the worker is busy). -DHOLD (one thread): client 0 begins its call only
+ * once client 1's has been taken, and that call ends only once client 1
+ * is done, the case of a callback that waits for what the owed session
+ * does next: the owing thread takes client 0's call and holds it, so only
+ * the backstop gets client 1 its answer. Mutations:
+ *   -DNO_BACKSTOP   a client parks until woken (lost_wakeup in HOLD)
+ *   -DNO_DRAIN      a thread that finds the bell empty parks without paying
+ *                   (lost_wakeup with abandons: a call rung and abandoned
+ *                   leaves a bit that makes the thread owe, and nobody
+ *                   else pays while every thread is idle)
  */
 
 #define NS 2            /* slots */
@@ -161,6 +189,10 @@ bit  server_sleeping[NS];
 byte server_of[NS];          /* the thread serving the slot, NIL */
 bit  srv_armed[NTHREADS];
 bit  srv_asleep[NTHREADS];
+
+/* ---- owed wakes: slots whose client's wake a serving thread left to others */
+bit  owed[NS];
+bit  taken1;                 /* -DHOLD: a thread has taken client 1's call */
 
 /* ---- what the claims look at */
 bit double_lease, free_in_use, generation_reused, lost_wakeup, call_hung;
@@ -226,6 +258,14 @@ inline notify_client(i) {
     fi
 }
 
+/* Region::pay_owed_wakes for slot k: take its bit (fetch_and), then notify its client. */
+inline pay_owed_wake(k) {
+    if
+    :: atomic { owed[k] -> owed[k] = 0 } -> notify_client(k)
+    :: atomic { !owed[k] -> skip }
+    fi
+}
+
 /* Waker::wake and notify on slot i's server Waiter. */
 inline wake_server(i) {
     atomic {
@@ -262,8 +302,14 @@ inline give_back(idx) {
  * re-checks after this returns; it may also abandon instead of waiting.
  */
 #define CLIENT_PREPARE  atomic { client_armed[me] = 1; client_sleeping[idx] = 1 }
+#ifndef NO_BACKSTOP
+/* the backstop: the park ends by itself, here only once nothing else can move (see the top) */
+#define CLIENT_AWAKE    if :: !client_asleep[me] :: atomic { timeout && client_asleep[me] -> client_asleep[me] = 0; client_armed[me] = 0 } fi
+#else
+#define CLIENT_AWAKE    !client_asleep[me]
+#endif
 #define CLIENT_PARK     atomic { if :: client_armed[me] -> client_asleep[me] = 1 :: else -> skip fi }; \
-                        !client_asleep[me]; client_sleeping[idx] = 0
+                        CLIENT_AWAKE; client_sleeping[idx] = 0
 
 proctype Client(byte me) {
     byte idx = NIL, mygen, epoch, calls, prev, k;
@@ -294,6 +340,9 @@ proctype Client(byte me) {
         :: else -> skip
         fi;
 
+#ifdef HOLD
+        (me != 0 || taken1);     /* client 0 calls once client 1's call is taken */
+#endif
         /* Client::start: begin_call waits while the previous call's server has not let go */
         do
         :: atomic { (state[idx] & HS) == 0 -> epoch = server_epoch }
@@ -348,6 +397,7 @@ proctype Client(byte me) {
         :: !ok -> give_back(idx)                  /* Client::end abandons a failed call */
         fi;
 call_failed:
+        pay_owed_wake(0); pay_owed_wake(1);       /* Client::end, after any outcome, pays owed wakes */
         calls++;
 next_call:
         skip
@@ -439,6 +489,9 @@ top:
     :: atomic { bell[0] -> bell[0] = 0; i = 0 }
     :: atomic { bell[1] -> bell[1] = 0; i = 1 }
     :: atomic { !bell[0] && !bell[1] } ->
+#ifndef NO_DRAIN
+        pay_owed_wake(0); pay_owed_wake(1);       /* Dispatcher::next: the bell is empty, pay what is owed */
+#endif
         /* spin_for_bell: at most one spinner, announced */
         if
         :: atomic { spinning == 0 -> spinning = 1 }
@@ -478,7 +531,8 @@ end_parked:
         st = state[i];
         if
         :: (st & HS) == 0 || (st & AS) != 0 -> st = 0; i = 0; goto top
-        :: else -> state[i] = st | AS; g = gen[i]; serving_by[id] = i; server_of[i] = id; st = 0
+        :: else -> state[i] = st | AS; g = gen[i]; serving_by[id] = i; server_of[i] = id; st = 0;
+                   taken1 = taken1 || leased_by[i] == 1
         fi
     }
 accepted:
@@ -515,7 +569,7 @@ end_request:
     od;
     /* With LONG_CALL, client 0's calls are long: they end only once client 1 is done (or client 0 has gone).
      * So client 1's calls must be taken by another thread, whose wakeup must not be lost. */
-#ifdef LONG_CALL
+#if defined(LONG_CALL) || defined(HOLD)
     if
     :: atomic { leased_by[i] == 0 && g == gen[i] } -> (short_done || (state[i] & HC) == 0 || gen[i] != g)
     :: else -> skip
@@ -533,7 +587,14 @@ end_request:
     w = i;     /* the slot to watch next: the one this thread served last */
 #endif
     if
-    :: !gone -> notify_client(i)
+    /* Region::wake_or_owe: notify, but while calls wait in the bell leave the wake owed (the flag and the
+     * bell read, then the owed bit set) */
+    :: !gone ->
+        if
+        :: atomic { client_sleeping[i] && (bell[0] || bell[1]) } -> owed[i] = 1
+        :: atomic { client_sleeping[i] && !bell[0] && !bell[1] -> wake_client(i) }
+        :: atomic { !client_sleeping[i] -> skip }
+        fi
     :: else -> skip
     fi;
     i = 0; g = 0; gone = 0;
@@ -628,7 +689,18 @@ active proctype Restarter() {
 /* A call of this epoch rung and not yet taken by any thread. */
 #define CALL_WAITS(b) (bell[b] && (state[b] & (HS | AS)) == HS && call_epoch[b] == server_epoch)
 
-/* When nothing can move any more, look at what is left waiting. */
+#ifndef NO_BACKSTOP
+/* Left to the backstop: slot k's wake is owed while a live thread is inside a call (see the top). */
+#define BUSY(t) (thread_alive[t] && serving_by[t] != NIL)
+#define LEFT_TO_BACKSTOP(k) (owed[k] && (BUSY(0) || BUSY(1) || BUSY(2) || BUSY(3)))
+#define BACKSTOP_PENDING ((leased_by[0] != NIL && client_asleep[leased_by[0]] && owed[0]) || \
+                          (leased_by[1] != NIL && client_asleep[leased_by[1]] && owed[1]))
+#else
+#define LEFT_TO_BACKSTOP(k) 0
+#define BACKSTOP_PENDING 0
+#endif
+
+/* When nothing can move any more, look at what is left waiting (a backstop may still move: owed wakes, at the top). */
 active proctype Monitor() {
     byte k;
 
@@ -652,14 +724,14 @@ end_watch:
         do
         :: k < NS ->
             if
-            :: leased_by[k] != NIL && client_asleep[leased_by[k]] &&
+            :: leased_by[k] != NIL && client_asleep[leased_by[k]] && !LEFT_TO_BACKSTOP(k) &&
                (response[k] || (state[k] & HS) == 0) -> lost_wakeup = 1; assert(!lost_wakeup)
             :: else -> skip
             fi;
             k++
         :: else -> break
         od;
-        if :: clients_done != NC -> call_hung = 1; assert(!call_hung) :: else -> skip fi
+        if :: clients_done != NC && !BACKSTOP_PENDING -> call_hung = 1; assert(!call_hung) :: else -> skip fi
     }
 }
 
