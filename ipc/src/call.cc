@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <thread>
 
 namespace courier::ipc {
 namespace {
@@ -98,12 +99,35 @@ Status Client::read_abort_reason(std::vector<std::byte> *why) {
 }
 
 void Client::end(Status outcome) {
+    const std::uint64_t now = now_ns();
     if (attempted_ && region_->stats().valid() && handle_.valid())
-        region_->stats().record_call(handle_.index, runtime_, now_ns() - started_ns_,
+        region_->stats().record_call(handle_.index, runtime_, now - started_ns_,
                                      outcome != Status::ok || reader_.kind() == FrameKind::error);
     attempted_ = false;
+    const std::uint32_t index = handle_.valid() ? handle_.index : 0;
+    SideCounters *counters = handle_.valid() ? region_->stats().client_counters(index) : nullptr;
     if (outcome != Status::ok)
         abandon();
+    /* Sessions wake each other while the worker is busy (region.h): this one has a CPU now. */
+    region_->pay_owed_wakes(index + 1, owed_wakes_per_call, *waker_, counters);
+    take_turns(now, counters);
+}
+
+/*
+ * Turns among sessions (see the top): only a run of calls with no pause
+ * longer than a turn between them counts, so a session that calls now and
+ * then, or that slept for its answer, never yields here.
+ */
+void Client::take_turns(std::uint64_t now, SideCounters *counters) {
+    constexpr std::uint64_t turn_ns = std::chrono::nanoseconds(session_turn).count();
+    if (now - last_end_ns_ > turn_ns) {
+        turn_started_ns_ = now;
+    } else if (now - turn_started_ns_ >= turn_ns) {
+        std::this_thread::yield();
+        bump(counters, Counter::turns_given);
+        turn_started_ns_ = now;
+    }
+    last_end_ns_ = now;
 }
 
 Status Client::call(std::uint32_t runtime, std::string_view fn, std::span<const std::byte> payload,
@@ -208,7 +232,9 @@ Status ServerCall::respond_error(std::string_view message, bool from_host) {
  * the client's sleeping flag), then wake: the fence orders both the last
  * frame and the let-go before the read, so a client asleep on either is
  * woken. A wake that lands after the slot was abandoned and leased again
- * is a spurious wakeup, which waiters tolerate.
+ * is a spurious wakeup, which waiters tolerate. While more calls wait for
+ * this runtime the wake is owed instead (Region::wake_or_owe): this thread
+ * goes on to them, and a session or an idle thread makes it.
  */
 void ServerCall::finish() {
     if (finished_)
@@ -218,9 +244,11 @@ void ServerCall::finish() {
     const bool gone = ep_.region->client_gone(ep_.index, ep_.generation);
     if (gone && ep_.region->stats().valid())
         ep_.region->stats().add(GlobalCounter::late_responses_dropped);
+    /* Read while the call is still ours: the client writes it when it begins its next call. */
+    const std::uint32_t runtime = ep_.control().call_runtime.load(std::memory_order_relaxed);
     ep_.region->finish_serving(ep_.index);
     if (!gone)
-        notify(ep_.peer(), *ep_.waker, ep_.counters);
+        ep_.region->wake_or_owe(ep_.index, runtime, *ep_.waker, ep_.counters);
 }
 
 }  // namespace courier::ipc

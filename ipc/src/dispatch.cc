@@ -88,6 +88,7 @@ Status Dispatcher::next(Waker &waker, std::chrono::nanoseconds spin, const StopC
             return Status::stopping;
         if (claim(waker, out))
             return Status::ok;
+        region_.pay_owed_wakes(0, region_.slots(), waker, nullptr);  // the bell is empty: pay what is owed
         const Spun spun = spin_for_bell(spin, stop, watch, waker, out);
         if (spun == Spun::took_watched)
             return Status::ok;

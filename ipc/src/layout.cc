@@ -55,7 +55,7 @@ Status compute_layout(const RegionParams &params, RegionLayout *out) {
     l.bell_words = (params.slots + 63) / 64;
     /* Each bell (its spinner word, then the bitmap) on lines of its own: backends ring one runtime's bell. */
     l.bell_stride = cache_align(sizeof(std::uint64_t) * (1 + l.bell_words));
-    at += l.bell_stride * (params.runtimes + 1);
+    at += l.bell_stride * (params.runtimes + extra_bells);
     l.slots_offset = at;
     l.slot_stride = cache_align(sizeof(SlotControl));
     at += l.slot_stride * params.slots;

@@ -42,7 +42,7 @@ Region Region::create(void *base, const RegionLayout &layout, StatsView stats) {
         init_waiter(sc->server);
     }
     auto *words = reinterpret_cast<std::atomic<std::uint64_t> *>(bytes + layout.bells_offset);
-    for (std::size_t w = 0; w < layout.bell_stride / sizeof(std::uint64_t) * (layout.params.runtimes + 1); ++w)
+    for (std::size_t w = 0; w < layout.bell_stride / sizeof(std::uint64_t) * (layout.params.runtimes + extra_bells); ++w)
         new (&words[w]) std::atomic<std::uint64_t>(0);
     Region r;
     r.layout_ = layout;
@@ -74,9 +74,10 @@ Status Region::attach(void *base, const RegionLayout &layout, StatsView stats, R
     return Status::ok;
 }
 
-Doorbell Region::doorbell(std::uint32_t runtime) const {
-    auto *words = reinterpret_cast<std::atomic<std::uint64_t> *>(
-        base_ + layout_.bells_offset + std::min(runtime, runtimes()) * layout_.bell_stride);
+Doorbell Region::doorbell(std::uint32_t runtime) const { return bell_at(std::min(runtime, runtimes())); }
+
+Doorbell Region::bell_at(std::uint32_t k) const {
+    auto *words = reinterpret_cast<std::atomic<std::uint64_t> *>(base_ + layout_.bells_offset + k * layout_.bell_stride);
     return Doorbell(words, layout_.params.slots);
 }
 
@@ -234,6 +235,31 @@ void Region::ring_doorbell(std::uint32_t runtime, const SlotHandle &handle, Wake
         waker.wake(server);
         bump(counters, Counter::wakeups_sent);
     }
+}
+
+/* Owed wakes: see the top of region.h. The bell's look is all that notify() lacks. */
+void Region::wake_or_owe(std::uint32_t index, std::uint32_t runtime, Waker &waker, SideCounters *counters) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    Waiter &client = slot(index)->client;
+    if (client.sleeping.load(std::memory_order_relaxed) == 0) {
+        bump(counters, Counter::wakeups_elided);
+    } else if (doorbell(runtime).any()) {
+        owed_wakes().ring(index);
+        bump(counters, Counter::wakeups_owed);
+    } else {
+        waker.wake(client);
+        bump(counters, Counter::wakeups_sent);
+    }
+}
+
+std::uint32_t Region::pay_owed_wakes(std::uint32_t from, std::uint32_t most, Waker &waker, SideCounters *counters) {
+    Doorbell owed = owed_wakes();
+    std::uint32_t paid = 0;
+    for (std::uint32_t index = 0; paid < most && owed.claim(from, &index); ++paid) {
+        notify(slot(index)->client, waker, counters);
+        bump(counters, Counter::owed_wakeups_paid);
+    }
+    return paid;
 }
 
 std::uint64_t Region::begin_server_epoch(Waker &waker) {

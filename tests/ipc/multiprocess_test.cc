@@ -180,6 +180,24 @@ TEST(MultiProcess, LostWakeupStressWithZeroSpinParksEveryExchange) {
     EXPECT_LE(side(snap.server, Counter::wakeups_sent), snap.calls);
 }
 
+/*
+ * Owed wakes across processes (region.h): six client processes, no spin,
+ * one serving thread. The thread often answers one while others wait in
+ * the bell, so it owes wakes, and client processes pay them with futex
+ * wakes of another process's Waiter. Every call ends with its checksum;
+ * no wake is paid twice (a slot owed twice is paid once).
+ */
+TEST(MultiProcess, ClientProcessesPayTheWakesTheServerOwes) {
+    TestSegment seg(RegionParams{8, 4096, 65536});
+    const StatsSnapshot snap = ping_pong(seg, 6, 300, 2000, 256, 0ns);
+    EXPECT_EQ(snap.calls, 12000u);
+    EXPECT_EQ(snap.call_errors, 0u);
+    EXPECT_GT(side(snap.server, Counter::wakeups_owed), 0u) << "no wake was owed: the test missed the crowd";
+    EXPECT_GT(side(snap.client, Counter::owed_wakeups_paid), 0u);
+    EXPECT_LE(side(snap.client, Counter::owed_wakeups_paid), side(snap.server, Counter::wakeups_owed));
+    EXPECT_EQ(seg.region().slots_in_use(), 0u);
+}
+
 /* Messages of several rings with no spinning: every wait for room parks, and the consumer's release must wake it. */
 TEST(MultiProcess, StreamingWithZeroSpinParksOnFullRingsAndLosesNoWakeup) {
     TestSegment seg(RegionParams{4, 4096, 1 << 20});

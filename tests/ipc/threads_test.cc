@@ -182,3 +182,173 @@ TEST(Threads, WatchedSlotsAcrossTwoRuntimesWithAbandonedCalls) {
     EXPECT_EQ(snap.global[static_cast<int>(GlobalCounter::abandons)], abandoned.load());
     EXPECT_EQ(seg.region().slots_in_use(), 0u);
 }
+
+namespace {
+
+/* Serving threads of runtime 0 until stop: a Dispatcher and serve_call, as the worker's pool runs. */
+std::vector<std::thread> serve(TestSegment &seg, FutexWaker &waker, int threads, std::atomic<bool> &stop,
+                               const CallHandler &handler) {
+    std::vector<std::thread> servers;
+    for (int t = 0; t < threads; ++t) {
+        servers.emplace_back([&seg, &waker, &stop, handler] {
+            WaitPolicy policy;
+            policy.spin = 0ns;
+            Dispatcher dispatcher(seg.region(), 0);
+            Accepted accepted;
+            while (dispatcher.next(waker, policy.spin, [&] { return stop.load(); },
+                                   std::chrono::steady_clock::time_point::max(), &accepted) == Status::ok) {
+                ServerCall call(seg.region(), accepted, waker, policy);
+                serve_call(call, handler);
+            }
+        });
+    }
+    return servers;
+}
+
+void stop_serving(TestSegment &seg, FutexWaker &waker, std::atomic<bool> &stop, std::vector<std::thread> &servers) {
+    stop.store(true);
+    Dispatcher(seg.region(), 0).wake_all(waker);
+    for (auto &t : servers)
+        t.join();
+}
+
+Status call_sleeping(Client &client, std::string_view fn, std::vector<std::byte> *out) {
+    WaitPolicy p;
+    p.spin = 0ns;  // every wait for an answer parks: its wake is the worker's to make, or to owe
+    p.deadline = std::chrono::steady_clock::now() + 60s;  // a hang, not a speed
+    FrameKind kind{};
+    const std::vector<std::byte> req = random_bytes(fn.size(), 16);
+    const Status s = client.call(0, fn, req, out, &kind, p);
+    if (s == Status::ok && *out != req)
+        return Status::corrupt;
+    return s;
+}
+
+}  // namespace
+
+/*
+ * More sessions than serving threads and cores, every one parking for its
+ * answer: the one serving thread often lets go of a call with others in
+ * the bell, so it owes those wakes, and the sessions pay them (region.h).
+ * Every call ends with its own answer, and sessions paid owed wakes.
+ */
+TEST(Threads, SessionsPayTheWakesABusyServingThreadOwes) {
+    TestSegment seg(RegionParams{8, 4096, 65536});
+    FutexWaker waker;
+    seg.region().begin_server_epoch(waker);
+    std::atomic<bool> stop{false};
+    auto servers = serve(seg, waker, 1, stop, [](ServerCall &c, std::string_view, std::span<const std::byte> payload) {
+        c.respond_all(FrameKind::response, payload);
+    });
+    constexpr int sessions = 6, calls = 2000;
+    std::vector<std::thread> clients;
+    for (int s = 0; s < sessions; ++s) {
+        clients.emplace_back([&, s] {
+            Client client(seg.region(), waker, 100 + s);
+            ASSERT_EQ(client.open(), Status::ok);
+            std::vector<std::byte> out;
+            for (int i = 0; i < calls; ++i)
+                ASSERT_EQ(call_sleeping(client, "echo", &out), Status::ok) << "session " << s << " call " << i;
+            client.close();
+        });
+    }
+    for (auto &t : clients)
+        t.join();
+    stop_serving(seg, waker, stop, servers);
+    const auto snap = read_stats(seg.stats());
+    EXPECT_EQ(snap.calls, static_cast<std::uint64_t>(sessions * calls));
+    EXPECT_GT(snap.server[static_cast<int>(Counter::wakeups_owed)], 0u) << "no wake was owed: the test missed the crowd";
+    EXPECT_GT(snap.client[static_cast<int>(Counter::owed_wakeups_paid)], 0u) << "no session paid a wake";
+}
+
+/*
+ * The case the backstop is for (model/slots.pml, HOLD): one serving
+ * thread lets go of session B's call while session A's waits in the bell,
+ * so B's wake is owed; the thread then takes A's call, which holds it
+ * until B has its answer. Nobody is left to pay the wake, and B's bounded
+ * park finds its answer by itself (owed_wakeups_late). Without the
+ * backstop B would sleep to its deadline and A's call with it. Repeated,
+ * since B may be between two of its bounded parks at the let-go (then its
+ * wake is neither made nor owed, and it finds its answer at once).
+ */
+TEST(Threads, AWakeOwedBehindACallThatWaitsForItsSessionIsFoundByTheBackstop) {
+    TestSegment seg(RegionParams{2, 4096, 65536});
+    FutexWaker waker;
+    seg.region().begin_server_epoch(waker);
+    std::atomic<bool> stop{false};
+    std::atomic<bool> b_taken{false}, b_answered{false}, held_until_answered{true};
+    std::atomic<std::uint32_t> b_slot{nil_index};
+    auto servers = serve(seg, waker, 1, stop, [&](ServerCall &c, std::string_view fn, std::span<const std::byte> payload) {
+        if (fn == "first") {  // B's: answered once A's call waits in the bell and B sleeps
+            b_taken.store(true);
+            while (!seg.region().doorbell(0).any() || seg.region().slot(b_slot.load())->client.sleeping.load() == 0)
+                std::this_thread::yield();
+        } else {  // A's: holds the only thread until B has its answer
+            const auto give_up = std::chrono::steady_clock::now() + 30s;
+            while (!b_answered.load() && std::chrono::steady_clock::now() < give_up)
+                std::this_thread::sleep_for(100us);
+            if (!b_answered.load())
+                held_until_answered.store(false);
+        }
+        c.respond_all(FrameKind::response, payload);
+    });
+    std::uint64_t late = 0;
+    for (int round = 0; round < 20 && late == 0; ++round) {
+        b_taken.store(false);
+        b_answered.store(false);
+        Client b(seg.region(), waker, 100), a(seg.region(), waker, 101);
+        ASSERT_EQ(b.open(), Status::ok);
+        ASSERT_EQ(a.open(), Status::ok);
+        b_slot.store(b.handle().index);
+        std::thread session_b([&] {
+            std::vector<std::byte> out;
+            EXPECT_EQ(call_sleeping(b, "first", &out), Status::ok);
+            b_answered.store(true);
+        });
+        while (!b_taken.load())
+            std::this_thread::yield();
+        std::vector<std::byte> out;
+        EXPECT_EQ(call_sleeping(a, "hold", &out), Status::ok);
+        session_b.join();
+        a.close();
+        b.close();
+        ASSERT_TRUE(held_until_answered.load()) << "B never got its answer while A's call held the thread";
+        late = read_stats(seg.stats()).client[static_cast<int>(Counter::owed_wakeups_late)];
+    }
+    stop_serving(seg, waker, stop, servers);
+    const auto snap = read_stats(seg.stats());
+    EXPECT_GT(snap.server[static_cast<int>(Counter::wakeups_owed)], 0u);
+    EXPECT_GT(late, 0u) << "in 20 rounds B's wake was never left to its backstop";
+}
+
+/*
+ * Turns (call.h): a session that calls back to back offers its CPU once a
+ * turn; one that pauses longer than a turn between calls never does.
+ */
+TEST(Threads, ASessionCallingBackToBackTakesTurnsAndOneThatPausesDoesNot) {
+    TestSegment seg(RegionParams{2, 4096, 65536});
+    FutexWaker waker;
+    seg.region().begin_server_epoch(waker);
+    std::atomic<bool> stop{false};
+    auto servers = serve(seg, waker, 1, stop, [](ServerCall &c, std::string_view, std::span<const std::byte> payload) {
+        c.respond_all(FrameKind::response, payload);
+    });
+    auto turns = [&] { return read_stats(seg.stats()).client[static_cast<int>(Counter::turns_given)]; };
+    Client client(seg.region(), waker, 100);
+    ASSERT_EQ(client.open(), Status::ok);
+    std::vector<std::byte> out;
+    for (int i = 0; i < 50; ++i) {
+        ASSERT_EQ(call_sleeping(client, "echo", &out), Status::ok);
+        std::this_thread::sleep_for(2 * session_turn);
+    }
+    EXPECT_EQ(turns(), 0u) << "a session that pauses between calls yielded";
+    const auto until = std::chrono::steady_clock::now() + 50 * session_turn;
+    int calls = 0;
+    while (std::chrono::steady_clock::now() < until || calls < 1000) {
+        ASSERT_EQ(call_sleeping(client, "echo", &out), Status::ok);
+        ++calls;
+    }
+    EXPECT_GT(turns(), 0u) << calls << " calls back to back over 50 turns and no turn given";
+    client.close();
+    stop_serving(seg, waker, stop, servers);
+}

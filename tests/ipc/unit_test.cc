@@ -95,7 +95,7 @@ TEST(Layout, PartsAreAlignedDisjointAndCoverTheRegion) {
             {l.header_offset, sizeof(RegionHeader)},
             {l.dispatch_offset, sizeof(DispatchControl) * l.params.runtimes},
             {l.freelist_offset, 4 * slots},
-            {l.bells_offset, l.bell_stride * (l.params.runtimes + 1)},
+            {l.bells_offset, l.bell_stride * (l.params.runtimes + extra_bells)},
             {l.slots_offset, l.slot_stride * slots},
             {l.rings_offset, l.ring_stride * slots}};
         for (std::size_t i = 0; i < parts.size(); ++i) {
@@ -455,7 +455,8 @@ TEST(Channel, WaitingForDataTimesOutAtTheDeadline) {
     }());
     std::vector<std::byte> out;
     EXPECT_EQ(r.read_all(&out), Status::timeout);
-    EXPECT_EQ(read_stats(p.seg.stats()).client[static_cast<int>(Counter::sleeps)], 1u);
+    /* It slept, looking again now and then (a client's wake may be owed, wait.h), until the deadline. */
+    EXPECT_GE(read_stats(p.seg.stats()).client[static_cast<int>(Counter::sleeps)], 1u);
 }
 
 /*
@@ -897,6 +898,85 @@ TEST(Region, AClientWaitingOnAServerThatLetGoIsToldNotLeftWaiting) {
     EXPECT_EQ(r.next(&chunk, &last), Status::server_restarted);  // then the end, not a wait until the deadline
 }
 
+/*
+ * Owed wakes (region.h): with the bell empty a sleeping client is woken at
+ * once; with a call in the bell its wake is owed, once however often, and
+ * paid once by whoever pays; an awake client is neither woken nor owed.
+ */
+TEST(Region, AWakeIsOwedOnlyWhileCallsWaitAndIsPaidOnce) {
+    TestSegment seg(params(4));
+    FutexWaker waker;
+    Region &r = seg.region();
+    SlotHandle sleeper, caller;
+    ASSERT_EQ(r.lease(1, &sleeper), Status::ok);
+    ASSERT_EQ(r.lease(2, &caller), Status::ok);
+    Waiter &client = r.slot(sleeper.index)->client;
+    SideCounters *counters = &seg.stats().slot(sleeper.index)->server;
+    auto count = [&](Counter c) { return read_stats(seg.stats()).server[static_cast<int>(c)]; };
+    client.sleeping.store(sleeping_for_data);
+
+    r.wake_or_owe(sleeper.index, 0, waker, counters);
+    EXPECT_EQ(client.futex_word.load(), 1u) << "the bell is empty: woken at once";
+    EXPECT_FALSE(r.owed_wakes().any());
+
+    ASSERT_TRUE(r.doorbell(0).ring(caller.index));
+    r.wake_or_owe(sleeper.index, 0, waker, counters);
+    r.wake_or_owe(sleeper.index, 0, waker, counters);
+    EXPECT_EQ(client.futex_word.load(), 1u) << "a call waits: the wake is owed, not made";
+    EXPECT_EQ(count(Counter::wakeups_owed), 2u);
+    EXPECT_EQ(count(Counter::wakeups_sent), 1u);
+    r.wake_or_owe(sleeper.index, 1, waker, counters);  // another runtime's bell is empty
+    EXPECT_EQ(client.futex_word.load(), 2u);
+
+    client.sleeping.store(0);
+    r.wake_or_owe(sleeper.index, 0, waker, counters);
+    EXPECT_EQ(count(Counter::wakeups_elided), 1u) << "an awake client is neither woken nor owed";
+    EXPECT_EQ(count(Counter::wakeups_owed), 2u);
+
+    client.sleeping.store(sleeping_for_data);
+    EXPECT_EQ(r.pay_owed_wakes(0, 2, waker, nullptr), 1u) << "owed twice, paid once";
+    EXPECT_EQ(client.futex_word.load(), 3u);
+    EXPECT_EQ(r.pay_owed_wakes(0, 2, waker, nullptr), 0u);
+    EXPECT_EQ(client.futex_word.load(), 3u);
+}
+
+/* A session pays at most its share when it ends a call; the rest stay owed for others. */
+TEST(Region, PayingOwedWakesStopsAtTheGivenNumber) {
+    TestSegment seg(params(8));
+    FutexWaker waker;
+    Region &r = seg.region();
+    for (std::uint32_t i = 0; i < 5; ++i) {
+        r.slot(i)->client.sleeping.store(sleeping_for_data);
+        ASSERT_TRUE(r.owed_wakes().ring(i));
+    }
+    EXPECT_EQ(r.pay_owed_wakes(3, 2, waker, nullptr), 2u);
+    EXPECT_EQ(r.slot(3)->client.futex_word.load() + r.slot(4)->client.futex_word.load(), 2u) << "from slot 3 on";
+    EXPECT_EQ(r.pay_owed_wakes(0, 8, waker, nullptr), 3u);
+    for (std::uint32_t i = 0; i < 5; ++i)
+        EXPECT_EQ(r.slot(i)->client.futex_word.load(), 1u) << "slot " << i;
+    EXPECT_FALSE(r.owed_wakes().any());
+}
+
+/* A serving thread that finds its bell empty pays every owed wake before it spins or parks. */
+TEST(Region, AThreadThatFindsTheBellEmptyPaysTheOwedWakes) {
+    TestSegment seg(params(4));
+    FutexWaker waker;
+    Region &r = seg.region();
+    r.begin_server_epoch(waker);
+    for (std::uint32_t i : {0u, 2u, 3u}) {
+        r.slot(i)->client.sleeping.store(sleeping_for_data);
+        ASSERT_TRUE(r.owed_wakes().ring(i));
+    }
+    Dispatcher dispatcher(r, 0);
+    Accepted accepted;
+    EXPECT_EQ(dispatcher.next(waker, {}, [] { return false; },
+                              std::chrono::steady_clock::now() + std::chrono::milliseconds(1), &accepted),
+              Status::timeout);
+    for (std::uint32_t i : {0u, 2u, 3u})
+        EXPECT_EQ(r.slot(i)->client.futex_word.load(), 1u) << "slot " << i;
+    EXPECT_FALSE(r.owed_wakes().any());
+}
+
 /* -------------------------------------------------------------- stats */
 
 TEST(Stats, HistogramBucketsAndSums) {
@@ -984,6 +1064,59 @@ TEST(Wait, SpinningIsCappedRegionWide) {
 }
 
 /* With the cap lifted (a server on CPUs of its own), every waiter spins: four at once here, all spin hits. */
+/*
+ * The backstop (wait.h): a bounded park looks again without any wake and
+ * finds what changed, and counts it (with a 60 s deadline: a bound that did
+ * not work would end there, uncounted); unbounded, the same wait sleeps to
+ * its deadline. The bound doubles, so a long wait looks again only a few times.
+ */
+TEST(Wait, ABoundedParkLooksAgainWithoutAWake) {
+    auto wait_for_unwoken_change = [](std::chrono::nanoseconds recheck, std::chrono::milliseconds deadline,
+                                      std::uint64_t *late, std::uint64_t *sleeps) {
+        Waiter self;
+        init_waiter(self);
+        SideCounters counters{};
+        FutexWaker waker;
+        std::atomic<bool> changed{false};
+        std::thread changer([&] {
+            while (counters.value[static_cast<std::size_t>(Counter::sleeps)].load() == 0)  // it is about to park
+                std::this_thread::yield();
+            changed.store(true);  // and nobody wakes it
+        });
+        WaitPolicy policy;
+        policy.spin = {};
+        policy.recheck = recheck;
+        policy.deadline = std::chrono::steady_clock::now() + deadline;
+        const Status s = wait_until(self, waker, policy, &counters,
+                                    [&] { return changed.load() ? Status::ok : Status::would_block; });
+        changer.join();
+        *late = counters.value[static_cast<std::size_t>(Counter::owed_wakeups_late)].load();
+        *sleeps = counters.value[static_cast<std::size_t>(Counter::sleeps)].load();
+        return s;
+    };
+    std::uint64_t late = 0, sleeps = 0;
+    EXPECT_EQ(wait_for_unwoken_change(std::chrono::milliseconds(1), std::chrono::milliseconds(60000), &late, &sleeps),
+              Status::ok);
+    EXPECT_EQ(late, 1u);
+    /* Unbounded, the one park lasts to the deadline, and only the look after it sees the change. */
+    EXPECT_EQ(wait_for_unwoken_change({}, std::chrono::milliseconds(50), &late, &sleeps), Status::ok);
+    EXPECT_EQ(late, 0u);
+    EXPECT_EQ(sleeps, 1u);
+
+    /* Nothing changes for 300 ms: 1 + 2 + ... + 64 ms, then 64 ms at a time, not 300 parks. */
+    Waiter self;
+    init_waiter(self);
+    SideCounters counters{};
+    FutexWaker waker;
+    WaitPolicy policy;
+    policy.spin = {};
+    policy.recheck = std::chrono::milliseconds(1);
+    policy.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+    EXPECT_EQ(wait_until(self, waker, policy, &counters, [] { return Status::would_block; }), Status::timeout);
+    EXPECT_LE(counters.value[static_cast<std::size_t>(Counter::sleeps)].load(), 12u);
+    EXPECT_GE(counters.value[static_cast<std::size_t>(Counter::sleeps)].load(), 2u);
+}
+
 TEST(Wait, ALiftedCapLetsEveryWaiterSpin) {
     TestSegment seg(params());
     Region &r = seg.region();

@@ -64,6 +64,8 @@ struct Endpoint {
     WaitPolicy wait_policy() const {
         WaitPolicy p = region->with_spinner_cap(policy);
         p.peer = &peer();
+        if (is_client)
+            p.recheck = owed_wake_recheck;  // its wake may be owed (region.h)
         return p;
     }
 };

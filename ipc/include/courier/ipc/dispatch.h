@@ -35,6 +35,9 @@
  * That is why `sleeping` here is a count, and why a spinner is announced
  * apart from sleepers.
  *
+ * A thread that finds the bell empty pays the region's owed wakes
+ * (region.h) before it spins or parks: the wakes the busy threads left.
+ *
  * Claiming is one fetch_and per call (Doorbell::claim) starting at a
  * cursor that moves past every claimed slot, so sessions are served in
  * turn rather than lowest slot first. A claimed slot is accepted only if

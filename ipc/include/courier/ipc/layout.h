@@ -63,6 +63,9 @@ inline constexpr std::uint64_t min_max_message_size = 1;
 inline constexpr std::uint64_t max_max_message_size = (1ull << 30) - 1024;
 /* A call's function name, in bytes (the runtime's prefix excluded). */
 inline constexpr std::size_t max_function_name = 255;
+/* Bitmaps laid out like doorbells after the runtimes' own: the cancel bell, then the owed wakes (region.h). */
+inline constexpr std::uint32_t extra_bells = 2;
+
 /* Runtimes one worker serves; each has its own doorbell and idle threads. */
 inline constexpr std::uint32_t min_runtimes = 1;
 inline constexpr std::uint32_t max_runtimes = 8;
@@ -81,7 +84,7 @@ struct RegionLayout {
     std::size_t header_offset = 0;
     std::size_t dispatch_offset = 0;  // DispatchControl[runtimes]
     std::size_t freelist_offset = 0;
-    std::size_t bells_offset = 0;     // runtimes + 1 bitmaps, the cancel bell last
+    std::size_t bells_offset = 0;     // runtimes + extra_bells bitmaps: the cancel bell, then the owed wakes
     std::size_t bell_words = 0;       // 64-bit words per bitmap (after the spinner word)
     std::size_t bell_stride = 0;      // bytes from one bell to the next
     std::size_t slots_offset = 0;

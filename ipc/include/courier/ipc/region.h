@@ -43,6 +43,25 @@
  * call_runtime, written before the session's fetch_or) or clears the bit.
  * Both sides' RMWs are on one word, so no call falls between them.
  *
+ * Owed wakes: a serving thread that lets go of a call whose client
+ * sleeps, while more calls wait in its runtime's bell, does not wake that
+ * client: it sets the slot's bit in the owed-wakes bitmap (laid out as a
+ * bell) and goes on to the next call. In the default placement the wake
+ * syscall was where the worker lost its CPU, to the session it woke, with
+ * calls waiting behind it: 0.26 times a call at 64 sessions, and nearly
+ * every call slept for its answer (bench/README.md). Owed, the wake is
+ * made by a session ending a call (up to owed_wakes_per_call; it has a
+ * CPU, and a session it lets run takes that CPU from a session, not from
+ * the worker), by a serving thread that finds its bell empty (all of
+ * them, before it spins or parks), and, when every thread that could make
+ * it is inside a long call, by the client itself: a slot's client parks
+ * for owed_wake_recheck at a time, backing off (wait.h). A paid wake is a
+ * notify, so a client that woke by itself meanwhile is not woken, and one
+ * whose slot has changed hands gets a spurious wakeup; a slot owed twice
+ * is paid once. A wake is never owed with the bell empty, so with fewer
+ * calls than threads nothing changes (model/slots.pml checks that a wake
+ * is left to the backstop only while a thread is inside a call).
+ *
  * Generations: lease() bumps the slot's generation; a handle is (index,
  * generation), and every frame carries the generation of its call, so a
  * stale handle or a late frame is detected in O(1).
@@ -95,7 +114,13 @@
 namespace courier::ipc {
 
 inline constexpr std::uint64_t region_magic = 0x4e4f494745524f43ull;  // "COREGION"
-inline constexpr std::uint32_t region_version = 4;
+inline constexpr std::uint32_t region_version = 5;
+
+/* How long a client parks before it looks again for an answer whose wake may be owed (wait.h). */
+inline constexpr std::chrono::nanoseconds owed_wake_recheck = std::chrono::milliseconds(1);
+
+/* Owed wakes a session pays when it ends a call (see the top). */
+inline constexpr std::uint32_t owed_wakes_per_call = 2;
 
 enum SlotStateBits : std::uint32_t {
     held_by_client = 1u << 0,
@@ -178,6 +203,8 @@ public:
     /* Calls waiting for runtime r; runtime == runtimes() is the cancel bell. */
     Doorbell doorbell(std::uint32_t runtime) const;
     Doorbell cancel_bell() const { return doorbell(runtimes()); }
+    /* Slots whose sleeping client a serving thread left for others to wake (see the top). */
+    Doorbell owed_wakes() const { return bell_at(runtimes() + 1); }
     DispatchControl &dispatch(std::uint32_t runtime) const;
     /* The policy with the region's cap on concurrent spinners applied. */
     WaitPolicy with_spinner_cap(WaitPolicy policy) const {
@@ -245,6 +272,14 @@ public:
      * does: ok, or server_restarted), else clears the watch (stale).
      */
     Status end_watch(std::uint32_t index, std::uint32_t runtime, Waker &waker, std::uint64_t *generation);
+    /*
+     * After the let-go of a call for `runtime`: the Dekker half of notify
+     * for the slot's client, which is woken if it sleeps, unless calls wait
+     * in runtime's bell: then its wake is owed (see the top).
+     */
+    void wake_or_owe(std::uint32_t index, std::uint32_t runtime, Waker &waker, SideCounters *counters);
+    /* Pays up to `most` owed wakes, looking from slot `from` on; returns how many. */
+    std::uint32_t pay_owed_wakes(std::uint32_t from, std::uint32_t most, Waker &waker, SideCounters *counters);
     /* Wakes every server thread parked on a slot (the worker is stopping). */
     void wake_servers(Waker &waker);
 
@@ -252,6 +287,7 @@ public:
     std::uint32_t slots_in_use() const;
 
 private:
+    Doorbell bell_at(std::uint32_t k) const;
     void push_free(std::uint32_t index);
     Status admit(std::uint32_t index, Waker &waker, std::uint64_t *generation);
     void forget_dead_watch(std::uint32_t index, std::uint64_t epoch);

@@ -61,6 +61,14 @@ namespace courier::ipc {
     X(cpu_moves, "courier_cpu_moves_total", by_side,                                                          \
       "Times a worker thread that kept finding its session on its own CPU moved itself to another CPU")       \
     X(ring_full_stalls, "courier_ring_full_stalls_total", by_side, "Times a sender found its ring full and waited") \
+    X(wakeups_owed, "courier_wakeups_owed_total", by_side,                                                    \
+      "Wakeups a worker thread left for a session or an idle worker thread to make, as more calls were waiting") \
+    X(owed_wakeups_paid, "courier_owed_wakeups_paid_total", by_side,                                          \
+      "Owed wakeups a session made for another when it ended its own call")                                   \
+    X(owed_wakeups_late, "courier_owed_wakeups_late_total", by_side,                                          \
+      "Sleeps that ended when the session looked again by itself and found its answer: an owed wakeup came late") \
+    X(turns_given, "courier_turns_given_total", by_side,                                                      \
+      "Times a session that had called back to back for 200 us offered its CPU to others (a yield)")          \
     X(watched_calls, "courier_watched_calls_total", by_side,                                                  \
       "Calls that went to a spinning worker thread watching the slot, without the doorbell")                  \
     X(messages_sent, "courier_messages_total", by_direction, "Messages sent")                                    \

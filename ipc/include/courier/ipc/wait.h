@@ -101,6 +101,16 @@
  * spinner and the spinner to fetch it again (bench/README.md). The probe is
  * no part of the handshake: the re-check after announcing is check().
  *
+ * A wait may be bounded (policy.recheck): a client's wake may be owed
+ * (region.h), left by a busy serving thread for others to make, and all
+ * of those others may be inside long calls. Its park then ends after
+ * recheck (1 ms for a slot's client), twice that the next time, up to
+ * max_recheck, and it looks again: an owed wake held up costs the client
+ * at most as long again as it has waited, and never more than 64 ms; a
+ * client of a long call wakes about log2(its wait / 1 ms) + its wait / 64 ms
+ * times for nothing. A look that finds the answer is counted
+ * (owed_wakeups_late): a number that grows says owed wakes wait too long.
+ *
  * Every wait has a way out: the condition itself reports why the call is
  * over (the peer abandoned it, the server restarted or is stopping), the
  * policy's deadline ends it, and the Waker reports interrupts (a
@@ -118,6 +128,7 @@
 
 #include "courier/ipc/before_postgres.h"  // checked on every inclusion
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -210,10 +221,19 @@ struct WaitPolicy {
     std::uint32_t max_spinners = 0;
     /* Optional: the Waiter of the side this wait waits for; a spinner yields to it on a shared CPU. */
     const Waiter *peer = nullptr;
+    /*
+     * Optional bound on a park, for waits whose wake may be owed
+     * (region.h): the waiter looks again after this long, then after
+     * twice as long, up to max_recheck (see the top). 0: park until woken.
+     */
+    std::chrono::nanoseconds recheck{0};
     /* Absolute deadline; time_point::max() waits forever. */
     std::chrono::steady_clock::time_point deadline =
         std::chrono::steady_clock::time_point::max();
 };
+
+/* The longest a bounded park sleeps before it looks again (WaitPolicy::recheck). */
+inline constexpr std::chrono::nanoseconds max_recheck = std::chrono::milliseconds(64);
 
 /* A region's max_spinners when any number may spin (Region::lift_spinner_cap). */
 inline constexpr std::uint32_t no_spinner_cap = ~std::uint32_t{0};
@@ -427,6 +447,7 @@ Status wait_until_probed(Waiter &self, Waker &waker, const WaitPolicy &policy, S
         ~Learn() { adapt_spin(self, clock::now() - started, budget); }
     } learn{self, started, policy.spin};
 
+    std::chrono::nanoseconds recheck = policy.recheck;
     for (;;) {
         const std::uint32_t token = waker.prepare(self);
         self.sleeping.store(why, std::memory_order_relaxed);
@@ -445,6 +466,11 @@ Status wait_until_probed(Waiter &self, Waker &waker, const WaitPolicy &policy, S
             }
             timeout = policy.deadline - now;
         }
+        const bool bounded = recheck.count() > 0 && (timeout.count() == 0 || recheck < timeout);
+        if (bounded) {
+            timeout = recheck;
+            recheck = std::min<std::chrono::nanoseconds>(recheck * 2, max_recheck);
+        }
         if (waker.interrupted(self)) {
             self.sleeping.store(0, std::memory_order_relaxed);
             return Status::interrupted;
@@ -453,8 +479,11 @@ Status wait_until_probed(Waiter &self, Waker &waker, const WaitPolicy &policy, S
         const ParkResult r = waker.park(self, token, timeout);
         self.sleeping.store(0, std::memory_order_relaxed);
         s = check();
-        if (s != Status::would_block)
+        if (s != Status::would_block) {
+            if (bounded && r == ParkResult::timeout)
+                bump(counters, Counter::owed_wakeups_late);
             return s;
+        }
         if (r == ParkResult::interrupted)
             return Status::interrupted;
         if (r == ParkResult::woken)
