@@ -212,6 +212,21 @@ void stop_serving(TestSegment &seg, FutexWaker &waker, std::atomic<bool> &stop, 
         t.join();
 }
 
+/* One serving thread of runtime 0 that echoes, on a region of its own. */
+struct EchoServer {
+    explicit EchoServer(std::uint32_t slots) : seg(RegionParams{slots, 4096, 65536}) {
+        seg.region().begin_server_epoch(waker);
+        servers = serve(seg, waker, 1, stop, [](ServerCall &c, std::string_view, std::span<const std::byte> payload) {
+            c.respond_all(FrameKind::response, payload);
+        });
+    }
+    void stop_serving() { ::stop_serving(seg, waker, stop, servers); }
+    TestSegment seg;
+    FutexWaker waker;
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> servers;
+};
+
 Status call_sleeping(Client &client, std::string_view fn, std::vector<std::byte> *out) {
     WaitPolicy p;
     p.spin = 0ns;  // every wait for an answer parks: its wake is the worker's to make, or to owe
@@ -233,13 +248,9 @@ Status call_sleeping(Client &client, std::string_view fn, std::vector<std::byte>
  * Every call ends with its own answer, and sessions paid owed wakes.
  */
 TEST(Threads, SessionsPayTheWakesABusyServingThreadOwes) {
-    TestSegment seg(RegionParams{8, 4096, 65536});
-    FutexWaker waker;
-    seg.region().begin_server_epoch(waker);
-    std::atomic<bool> stop{false};
-    auto servers = serve(seg, waker, 1, stop, [](ServerCall &c, std::string_view, std::span<const std::byte> payload) {
-        c.respond_all(FrameKind::response, payload);
-    });
+    EchoServer echo(8);
+    TestSegment &seg = echo.seg;
+    FutexWaker &waker = echo.waker;
     constexpr int sessions = 6, calls = 2000;
     std::vector<std::thread> clients;
     for (int s = 0; s < sessions; ++s) {
@@ -254,7 +265,7 @@ TEST(Threads, SessionsPayTheWakesABusyServingThreadOwes) {
     }
     for (auto &t : clients)
         t.join();
-    stop_serving(seg, waker, stop, servers);
+    echo.stop_serving();
     const auto snap = read_stats(seg.stats());
     EXPECT_EQ(snap.calls, static_cast<std::uint64_t>(sessions * calls));
     EXPECT_GT(snap.server[static_cast<int>(Counter::wakeups_owed)], 0u) << "no wake was owed: the test missed the crowd";
@@ -326,13 +337,9 @@ TEST(Threads, AWakeOwedBehindACallThatWaitsForItsSessionIsFoundByTheBackstop) {
  * turn; one that pauses longer than a turn between calls never does.
  */
 TEST(Threads, ASessionCallingBackToBackTakesTurnsAndOneThatPausesDoesNot) {
-    TestSegment seg(RegionParams{2, 4096, 65536});
-    FutexWaker waker;
-    seg.region().begin_server_epoch(waker);
-    std::atomic<bool> stop{false};
-    auto servers = serve(seg, waker, 1, stop, [](ServerCall &c, std::string_view, std::span<const std::byte> payload) {
-        c.respond_all(FrameKind::response, payload);
-    });
+    EchoServer echo(2);
+    TestSegment &seg = echo.seg;
+    FutexWaker &waker = echo.waker;
     auto turns = [&] { return read_stats(seg.stats()).client[static_cast<int>(Counter::turns_given)]; };
     Client client(seg.region(), waker, 100);
     ASSERT_EQ(client.open(), Status::ok);
@@ -350,5 +357,5 @@ TEST(Threads, ASessionCallingBackToBackTakesTurnsAndOneThatPausesDoesNot) {
     }
     EXPECT_GT(turns(), 0u) << calls << " calls back to back over 50 turns and no turn given";
     client.close();
-    stop_serving(seg, waker, stop, servers);
+    echo.stop_serving();
 }

@@ -426,6 +426,30 @@ bool spin_on(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters 
     return false;
 }
 
+/*
+ * How long the next park may sleep: until the deadline (0: no limit), and
+ * a bounded park (*recheck > 0) at most *recheck, which then doubles up to
+ * max_recheck; *bounded when the bound is what ends it. False once the
+ * deadline has passed.
+ */
+inline bool park_time(const WaitPolicy &policy, std::chrono::nanoseconds *recheck, std::chrono::nanoseconds *timeout,
+                      bool *bounded) {
+    using clock = std::chrono::steady_clock;
+    *timeout = std::chrono::nanoseconds(0);
+    if (policy.deadline != clock::time_point::max()) {
+        const auto now = clock::now();
+        if (now >= policy.deadline)
+            return false;
+        *timeout = policy.deadline - now;
+    }
+    *bounded = recheck->count() > 0 && (timeout->count() == 0 || *recheck < *timeout);
+    if (*bounded) {
+        *timeout = *recheck;
+        *recheck = std::min<std::chrono::nanoseconds>(*recheck * 2, max_recheck);
+    }
+    return true;
+}
+
 template <typename Probe, typename Check>
 Status wait_until_probed(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters *counters,
                          Probe &&probe, Check &&check, SleepingFor why = sleeping_for_data) {
@@ -458,18 +482,10 @@ Status wait_until_probed(Waiter &self, Waker &waker, const WaitPolicy &policy, S
             return s;
         }
         std::chrono::nanoseconds timeout{0};
-        if (policy.deadline != clock::time_point::max()) {
-            const auto now = clock::now();
-            if (now >= policy.deadline) {
-                self.sleeping.store(0, std::memory_order_relaxed);
-                return Status::timeout;
-            }
-            timeout = policy.deadline - now;
-        }
-        const bool bounded = recheck.count() > 0 && (timeout.count() == 0 || recheck < timeout);
-        if (bounded) {
-            timeout = recheck;
-            recheck = std::min<std::chrono::nanoseconds>(recheck * 2, max_recheck);
+        bool bounded = false;
+        if (!park_time(policy, &recheck, &timeout, &bounded)) {
+            self.sleeping.store(0, std::memory_order_relaxed);
+            return Status::timeout;
         }
         if (waker.interrupted(self)) {
             self.sleeping.store(0, std::memory_order_relaxed);
