@@ -185,7 +185,7 @@ TEST(Threads, WatchedSlotsAcrossTwoRuntimesWithAbandonedCalls) {
 
 namespace {
 
-/* Serving threads of runtime 0 until stop: a Dispatcher and serve_call, as the worker's pool runs. */
+/* Serving threads of runtime 0 until stop, none spinning: serve_inline on each, as the worker's pool runs. */
 std::vector<std::thread> serve(TestSegment &seg, FutexWaker &waker, int threads, std::atomic<bool> &stop,
                                const CallHandler &handler) {
     std::vector<std::thread> servers;
@@ -193,13 +193,7 @@ std::vector<std::thread> serve(TestSegment &seg, FutexWaker &waker, int threads,
         servers.emplace_back([&seg, &waker, &stop, handler] {
             WaitPolicy policy;
             policy.spin = 0ns;
-            Dispatcher dispatcher(seg.region(), 0);
-            Accepted accepted;
-            while (dispatcher.next(waker, policy.spin, [&] { return stop.load(); },
-                                   std::chrono::steady_clock::time_point::max(), &accepted) == Status::ok) {
-                ServerCall call(seg.region(), accepted, waker, policy);
-                serve_call(call, handler);
-            }
+            serve_inline(seg.region(), waker, policy, {}, [&] { return stop.load(); }, handler);
         });
     }
     return servers;
