@@ -353,3 +353,59 @@ TEST(Threads, ASessionCallingBackToBackTakesTurnsAndOneThatPausesDoesNot) {
     client.close();
     echo.stop_serving();
 }
+
+/*
+ * One long call among many short ones, more sessions than cores: two
+ * serving threads, one held by a call that lasts until every short call
+ * is done, and six sessions of short calls with no spin on the other. The
+ * free thread owes wakes while calls queue behind it, and sessions pay
+ * them; every short call ends while the long one is still running (the
+ * order, not a time), and the long call ends with its answer afterwards.
+ */
+TEST(Threads, ShortCallsBesideALongOneGetTheirOwedWakes) {
+    TestSegment seg(RegionParams{8, 4096, 65536});
+    FutexWaker waker;
+    seg.region().begin_server_epoch(waker);
+    std::atomic<bool> stop{false}, long_started{false}, shorts_done{false}, long_ran_past_shorts{false};
+    auto servers = serve(seg, waker, 2, stop, [&](ServerCall &c, std::string_view fn, std::span<const std::byte> payload) {
+        if (fn == "long") {
+            long_started.store(true);
+            const auto give_up = std::chrono::steady_clock::now() + 60s;
+            while (!shorts_done.load() && std::chrono::steady_clock::now() < give_up)
+                std::this_thread::sleep_for(200us);
+            long_ran_past_shorts.store(shorts_done.load());
+        }
+        c.respond_all(FrameKind::response, payload);
+    });
+    std::thread long_session([&] {
+        Client client(seg.region(), waker, 99);
+        ASSERT_EQ(client.open(), Status::ok);
+        std::vector<std::byte> out;
+        EXPECT_EQ(call_sleeping(client, "long", &out), Status::ok);
+        client.close();
+    });
+    while (!long_started.load())
+        std::this_thread::yield();
+    constexpr int sessions = 6, calls = 1500;
+    std::vector<std::thread> clients;
+    for (int s = 0; s < sessions; ++s) {
+        clients.emplace_back([&, s] {
+            Client client(seg.region(), waker, 100 + s);
+            ASSERT_EQ(client.open(), Status::ok);
+            std::vector<std::byte> out;
+            for (int i = 0; i < calls; ++i)
+                ASSERT_EQ(call_sleeping(client, "echo", &out), Status::ok) << "session " << s << " call " << i;
+            client.close();
+        });
+    }
+    for (auto &t : clients)
+        t.join();
+    EXPECT_FALSE(shorts_done.exchange(true)) << "the long call ended first";
+    long_session.join();
+    stop_serving(seg, waker, stop, servers);
+    EXPECT_TRUE(long_ran_past_shorts.load()) << "the long call gave up before the short ones were done";
+    const auto snap = read_stats(seg.stats());
+    EXPECT_EQ(snap.calls, static_cast<std::uint64_t>(sessions * calls + 1));
+    EXPECT_GT(snap.server[static_cast<int>(Counter::wakeups_owed)], 0u) << "no wake was owed: the test missed the crowd";
+    EXPECT_GT(snap.client[static_cast<int>(Counter::owed_wakeups_paid)], 0u);
+}
