@@ -74,33 +74,9 @@ Status Region::attach(void *base, const RegionLayout &layout, StatsView stats, R
     return Status::ok;
 }
 
-Doorbell Region::doorbell(std::uint32_t runtime) const { return bell_at(std::min(runtime, runtimes())); }
-
-Doorbell Region::bell_at(std::uint32_t k) const {
-    auto *words = reinterpret_cast<std::atomic<std::uint64_t> *>(base_ + layout_.bells_offset + k * layout_.bell_stride);
-    return Doorbell(words, layout_.params.slots);
-}
-
 DispatchControl &Region::dispatch(std::uint32_t runtime) const {
     return *reinterpret_cast<DispatchControl *>(base_ + layout_.dispatch_offset +
                                                 std::min(runtime, runtimes() - 1) * sizeof(DispatchControl));
-}
-
-SlotControl *Region::slot(std::uint32_t index) const {
-    if (index >= layout_.params.slots)
-        return nullptr;
-    return reinterpret_cast<SlotControl *>(base_ + layout_.slots_offset + index * layout_.slot_stride);
-}
-
-RingView Region::to_server(std::uint32_t index) const {
-    return RingView(&slot(index)->to_server, base_ + layout_.rings_offset + index * layout_.ring_stride,
-                    layout_.params.ring_size);
-}
-
-RingView Region::to_client(std::uint32_t index) const {
-    return RingView(&slot(index)->to_client,
-                    base_ + layout_.rings_offset + index * layout_.ring_stride + layout_.params.ring_size,
-                    layout_.params.ring_size);
 }
 
 Status Region::lease(std::int32_t pid, SlotHandle *out) {
@@ -351,10 +327,6 @@ bool Region::watch(std::uint32_t index, std::uint32_t runtime) {
     return sc->state.compare_exchange_strong(idle, held_by_client | watched_by(runtime), std::memory_order_acq_rel);
 }
 
-bool Region::watched_call_begun(std::uint32_t index) const {
-    return (slot(index)->state.load(std::memory_order_relaxed) & held_by_server) != 0;
-}
-
 Status Region::end_watch(std::uint32_t index, std::uint32_t runtime, Waker &waker, std::uint64_t *generation) {
     SlotControl *sc = slot(index);
     std::uint32_t st = sc->state.load(std::memory_order_acquire);
@@ -374,12 +346,6 @@ Status Region::end_watch(std::uint32_t index, std::uint32_t runtime, Waker &wake
     if (stats_.valid())
         bump(&stats_.slot(index)->server, Counter::watched_calls);
     return admit(index, waker, generation);
-}
-
-bool Region::client_gone(std::uint32_t index, std::uint64_t generation) const {
-    const SlotControl *sc = slot(index);
-    return (sc->state.load(std::memory_order_acquire) & held_by_client) == 0 ||
-           sc->generation.load(std::memory_order_relaxed) != generation;
 }
 
 void Region::finish_serving(std::uint32_t index) {

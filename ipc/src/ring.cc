@@ -32,18 +32,11 @@ void RingView::discard() {
     header_->head.value.store(tail, std::memory_order_release);
 }
 
-std::uint64_t RingView::max_chunk() const { return capacity_ / 4 - header_size; }
-
 Status RingView::check_cursors(std::uint64_t *head, std::uint64_t *tail) const {
     if (*head > *tail || *tail - *head > capacity_ || (*head % frame_align) != 0 ||
         (*tail % frame_align) != 0)
         return Status::corrupt;
     return Status::ok;
-}
-
-std::uint64_t RingView::mark_at(std::uint64_t pos) const {
-    auto *h = reinterpret_cast<FrameHeader *>(data_ + pos);
-    return std::atomic_ref<std::uint64_t>(h->mark).load(std::memory_order_acquire);
 }
 
 std::uint64_t RingView::free_space() const {
@@ -115,23 +108,9 @@ bool RingView::empty() const {
            header_->tail.value.load(std::memory_order_acquire);
 }
 
-/* Where the frame at `head` starts: the implicit skip when no header fits before the end. */
-static std::uint64_t frame_start(std::uint64_t head, std::uint64_t capacity) {
-    const std::uint64_t to_end = capacity - (head & (capacity - 1));
-    return to_end < header_size ? head + to_end : head;
-}
-
-bool RingView::frame_published() const {
-    const std::uint64_t head = header_->head.value.load(std::memory_order_relaxed);
-    if (head % frame_align != 0)
-        return true;  // peek() reports it
-    const std::uint64_t at = frame_start(head, capacity_);
-    return mark_at(at & (capacity_ - 1)) == at + 1;
-}
-
 /* The complete frame at `head`, reading only frame headers (marks). */
 Status RingView::frame_at(std::uint64_t head, Frame *out) const {
-    head = frame_start(head, capacity_);
+    head = frame_start(head);
     std::uint64_t pos = head & (capacity_ - 1);
     std::uint64_t to_end = capacity_ - pos;
     if (mark_at(pos) != head + 1)
@@ -181,10 +160,6 @@ Status RingView::peek(Frame *out) const {
     if (again == Status::ok && out->next_head > tail)
         return Status::corrupt;
     return again == Status::would_block ? Status::corrupt : again;
-}
-
-void RingView::consume(const Frame &frame) {
-    header_->head.value.store(frame.next_head, std::memory_order_release);
 }
 
 }  // namespace courier::ipc

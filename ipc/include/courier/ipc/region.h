@@ -201,7 +201,7 @@ public:
     std::uint32_t runtimes() const { return layout_.params.runtimes; }
     std::uint64_t max_message_size() const { return layout_.params.max_message_size; }
     /* Calls waiting for runtime r; runtime == runtimes() is the cancel bell. */
-    Doorbell doorbell(std::uint32_t runtime) const;
+    Doorbell doorbell(std::uint32_t runtime) const { return bell_at(std::min(runtime, runtimes())); }
     Doorbell cancel_bell() const { return doorbell(runtimes()); }
     /* Slots whose sleeping client a serving thread left for others to wake (see the top). */
     Doorbell owed_wakes() const { return bell_at(runtimes() + 1); }
@@ -222,9 +222,20 @@ public:
     void lift_spinner_cap() { header_->max_spinners = no_spinner_cap; }
     FreeList freelist() const { return freelist_; }
 
-    SlotControl *slot(std::uint32_t index) const;
-    RingView to_server(std::uint32_t index) const;
-    RingView to_client(std::uint32_t index) const;
+    /*
+     * Where things are. Defined here, as every accessor a call uses many
+     * times: an out-of-line call for an address sum cost more than the sum.
+     */
+    SlotControl *slot(std::uint32_t index) const { return index < layout_.params.slots ? slot_at(index) : nullptr; }
+    RingView to_server(std::uint32_t index) const {
+        return RingView(&slot_at(index)->to_server, base_ + layout_.rings_offset + index * layout_.ring_stride,
+                        layout_.params.ring_size);
+    }
+    RingView to_client(std::uint32_t index) const {
+        return RingView(&slot_at(index)->to_client,
+                        base_ + layout_.rings_offset + index * layout_.ring_stride + layout_.params.ring_size,
+                        layout_.params.ring_size);
+    }
 
     /* --- client side --- */
     /* no_slot when the free list is empty (counted); corrupt on a bad index. */
@@ -260,13 +271,19 @@ public:
      */
     Status accept(std::uint32_t index, Waker &waker, std::uint64_t *generation);
     /* Whether the client of the call `generation` on `index` has gone. */
-    bool client_gone(std::uint32_t index, std::uint64_t generation) const;
+    bool client_gone(std::uint32_t index, std::uint64_t generation) const {
+        const SlotControl *sc = slot_at(index);
+        return (sc->state.load(std::memory_order_acquire) & held_by_client) == 0 ||
+               sc->generation.load(std::memory_order_relaxed) != generation;
+    }
     /* The server is done with the call; returns the slot if abandoned. */
     void finish_serving(std::uint32_t index);
     /* Starts watching `index` for `runtime` if its session is between calls. */
     bool watch(std::uint32_t index, std::uint32_t runtime);
     /* Whether a call has begun on a watched slot (one load: the watcher polls it). */
-    bool watched_call_begun(std::uint32_t index) const;
+    bool watched_call_begun(std::uint32_t index) const {
+        return (slot_at(index)->state.load(std::memory_order_relaxed) & held_by_server) != 0;
+    }
     /*
      * Ends the watch: takes a call of `runtime` begun under it (as accept()
      * does: ok, or server_restarted), else clears the watch (stale).
@@ -287,7 +304,14 @@ public:
     std::uint32_t slots_in_use() const;
 
 private:
-    Doorbell bell_at(std::uint32_t k) const;
+    /* An index the caller knows is in range (a leased or accepted slot's). */
+    SlotControl *slot_at(std::uint32_t index) const {
+        return reinterpret_cast<SlotControl *>(base_ + layout_.slots_offset + index * layout_.slot_stride);
+    }
+    Doorbell bell_at(std::uint32_t k) const {
+        auto *words = reinterpret_cast<std::atomic<std::uint64_t> *>(base_ + layout_.bells_offset + k * layout_.bell_stride);
+        return Doorbell(words, layout_.params.slots);
+    }
     void push_free(std::uint32_t index);
     Status admit(std::uint32_t index, Waker &waker, std::uint64_t *generation);
     void forget_dead_watch(std::uint32_t index, std::uint64_t epoch);

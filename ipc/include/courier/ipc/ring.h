@@ -106,7 +106,7 @@ public:
 
     std::uint64_t capacity() const { return capacity_; }
     /* Largest payload a single frame may carry in this ring. */
-    std::uint64_t max_chunk() const;
+    std::uint64_t max_chunk() const { return capacity_ / 4 - sizeof(FrameHeader); }
 
     /* --- producer --- */
     /*
@@ -127,14 +127,29 @@ public:
     Status peek(Frame *out) const;
     /* Whether a frame (or pad) is published at head: reads the head and one
      * mark, no line the producer writes after publishing (a spinner's poll). */
-    bool frame_published() const;
-    void consume(const Frame &frame);
+    bool frame_published() const {
+        const std::uint64_t head = header_->head.value.load(std::memory_order_relaxed);
+        if (head % frame_align != 0)
+            return true;  // peek() reports it
+        const std::uint64_t at = frame_start(head);
+        return mark_at(at & (capacity_ - 1)) == at + 1;
+    }
+    void consume(const Frame &frame) { header_->head.value.store(frame.next_head, std::memory_order_release); }
     bool empty() const;
 
 private:
     Status check_cursors(std::uint64_t *head, std::uint64_t *tail) const;
     Status frame_at(std::uint64_t head, Frame *out) const;
-    std::uint64_t mark_at(std::uint64_t pos) const;
+    /* Defined here, as frame_published(): the spinning side's poll, not a call each. */
+    std::uint64_t mark_at(std::uint64_t pos) const {
+        auto *h = reinterpret_cast<FrameHeader *>(data_ + pos);
+        return std::atomic_ref<std::uint64_t>(h->mark).load(std::memory_order_acquire);
+    }
+    /* Where the frame at `head` starts: the implicit skip when no header fits before the end. */
+    std::uint64_t frame_start(std::uint64_t head) const {
+        const std::uint64_t to_end = capacity_ - (head & (capacity_ - 1));
+        return to_end < sizeof(FrameHeader) ? head + to_end : head;
+    }
 
     RingHeader *header_ = nullptr;
     std::byte *data_ = nullptr;
