@@ -53,55 +53,52 @@ static void count_refusal(const Endpoint &ep, Status s) {
 
 /* ---------------------------------------------------------------- writer */
 
-MessageWriter::MessageWriter(const Endpoint &ep, FrameKind kind, std::uint64_t total, std::uint64_t exempt)
-    : ep_(ep), ring_(ep.outbound()), kind_(kind), total_(total), exempt_(exempt) {}
-
 Status MessageWriter::open_frame(std::uint64_t min, std::uint64_t max) {
     bool stalled = false;
-    const Status s = wait_until(ep_.self(), *ep_.waker, ep_.wait_policy(), ep_.counters, [&] {
+    const Status s = wait_until(ep_->self(), *ep_->waker, ep_->wait_policy(), ep_->counters, [&] {
         const Status r = ring_.try_reserve(min, max, &frame_);
         if (r != Status::would_block)
             return r;
         if (!stalled) {
             stalled = true;
-            bump(ep_.counters, Counter::ring_full_stalls);
+            bump(ep_->counters, Counter::ring_full_stalls);
         }
-        const Status alive = ep_.call_alive();
+        const Status alive = ep_->call_alive();
         return alive == Status::ok ? Status::would_block : alive;
     }, sleeping_for_room);
     if (s == Status::ok) {
         open_ = true;
         frame_used_ = 0;
     } else if (s == Status::corrupt) {
-        count_refusal(ep_, s);
+        count_refusal(*ep_, s);
     }
     return s;
 }
 
 void MessageWriter::publish(std::uint16_t extra_flags) {
-    note_cpu(ep_.self());  // where the peer's spin will look for this side (wait.h)
+    note_cpu(ep_->self());  // where the peer's spin will look for this side (wait.h)
     const std::uint16_t flags = static_cast<std::uint16_t>((first_ ? frame_first : 0) | extra_flags | marks_);
-    ring_.commit(frame_used_, kind_, flags, ep_.generation, total_);
-    const bool ring_bell = first_ && ep_.ring_runtime >= 0;
+    ring_.commit(frame_used_, kind_, flags, ep_->generation, total_);
+    const bool ring_bell = first_ && ep_->ring_runtime >= 0;
     first_ = false;
     open_ = false;
     if (extra_flags & frame_last) {
         done_ = true;
-        bump(ep_.counters, Counter::messages_sent);
-        bump(ep_.counters, Counter::bytes_sent, written_);
+        bump(ep_->counters, Counter::messages_sent);
+        bump(ep_->counters, Counter::bytes_sent, written_);
     }
     if (ring_bell)
-        ep_.region->ring_doorbell(static_cast<std::uint32_t>(ep_.ring_runtime),
-                                  SlotHandle{ep_.index, ep_.generation}, *ep_.waker, ep_.counters);
+        ep_->region->ring_doorbell(static_cast<std::uint32_t>(ep_->ring_runtime),
+                                  SlotHandle{ep_->index, ep_->generation}, *ep_->waker, ep_->counters);
     else if (!(done_ && defer_last_notify_))
-        notify(ep_.peer(), *ep_.waker, ep_.counters);
+        notify(ep_->peer(), *ep_->waker, ep_->counters);
 }
 
 Status MessageWriter::refuse_if_too_large(std::uint64_t more) {
-    const std::uint64_t limit = ep_.region->max_message_size() + exempt_;
+    const std::uint64_t limit = ep_->region->max_message_size() + exempt_;
     if ((total_ == unknown_length || total_ <= limit) && written_ + more <= limit)
         return Status::ok;
-    count_refusal(ep_, Status::too_large);
+    count_refusal(*ep_, Status::too_large);
     abort();
     return Status::too_large;
 }
@@ -156,7 +153,7 @@ Status MessageWriter::reserve(std::uint64_t want, std::span<std::byte> *out) {
         return s;
     if (total_ != unknown_length)
         want = std::min(want, total_ - written_);
-    want = std::min(want, ep_.region->max_message_size() + exempt_ - written_);
+    want = std::min(want, ep_->region->max_message_size() + exempt_ - written_);
     if (want == 0)
         return Status::bad_argument;
     if (Status s = frame_for(want); s != Status::ok)
@@ -202,11 +199,11 @@ void MessageWriter::abort() {
 
 Status MessageReader::validate(const Frame &f) {
     const FrameHeader &h = f.header;
-    if (h.generation != ep_.generation)
+    if (h.generation != ep_->generation)
         return Status::corrupt;
     const FrameKind kind = static_cast<FrameKind>(h.kind);
     if (!started_) {
-        const bool kind_ok = ep_.is_client ? (kind == FrameKind::response || kind == FrameKind::error)
+        const bool kind_ok = ep_->is_client ? (kind == FrameKind::response || kind == FrameKind::error)
                                            : kind == FrameKind::request;
         if (!(h.flags & frame_first) || !kind_ok)
             return Status::corrupt;
@@ -221,7 +218,7 @@ Status MessageReader::validate(const Frame &f) {
         return Status::aborted;
     /* A request carries its function name ahead of the payload the limit is for. */
     const std::uint64_t limit =
-        ep_.region->max_message_size() + (kind_ == FrameKind::request ? max_function_name + 1 : 0);
+        ep_->region->max_message_size() + (kind_ == FrameKind::request ? max_function_name + 1 : 0);
     const std::uint64_t after = received_ + h.length;
     if ((total_ != unknown_length && total_ > limit) || after > limit)
         return Status::too_large;
@@ -233,11 +230,11 @@ Status MessageReader::validate(const Frame &f) {
 /* Spins on the mark of the frame it waits for; the tail and the slot's state are read every 64th poll (wait.h). */
 Status MessageReader::wait_frame() {
     const auto published = [&] { return ring_.frame_published(); };
-    return wait_until_probed(ep_.self(), *ep_.waker, ep_.wait_policy(), ep_.counters, published, [&] {
+    return wait_until_probed(ep_->self(), *ep_->waker, ep_->wait_policy(), ep_->counters, published, [&] {
         const Status r = ring_.peek(&frame_);
         if (r != Status::would_block)
             return r;
-        const Status alive = ep_.call_alive();
+        const Status alive = ep_->call_alive();
         if (alive == Status::ok)
             return Status::would_block;
         const Status last_look = ring_.peek(&frame_);  // published before the server let go?
@@ -251,13 +248,13 @@ Status MessageReader::next(std::span<const std::byte> *chunk, bool *last) {
         return Status::bad_argument;
     const Status s = wait_frame();
     if (s != Status::ok) {
-        count_refusal(ep_, s);
+        count_refusal(*ep_, s);
         return s;
     }
     holding_ = true;
     const Status v = validate(frame_);
     if (v != Status::ok) {
-        count_refusal(ep_, v);
+        count_refusal(*ep_, v);
         return v;
     }
     received_ += frame_.header.length;
@@ -272,19 +269,19 @@ void MessageReader::release() {
         return;
     ring_.consume(frame_);
     holding_ = false;
-    notify_room(ep_);
+    notify_room(*ep_);
 }
 
 Status MessageReader::read_all(std::vector<std::byte> *out) {
     out->clear();
-    if (total_ != unknown_length && total_ <= ep_.region->max_message_size())
+    if (total_ != unknown_length && total_ <= ep_->region->max_message_size())
         out->reserve(total_);
     for (;;) {
         std::span<const std::byte> chunk;
         bool last = false;
         if (Status s = next(&chunk, &last); s != Status::ok)
             return s;
-        if (out->empty() && total_ != unknown_length && total_ <= ep_.region->max_message_size())
+        if (out->empty() && total_ != unknown_length && total_ <= ep_->region->max_message_size())
             out->reserve(total_);
         out->insert(out->end(), chunk.begin(), chunk.end());
         if (last) {
@@ -303,7 +300,7 @@ Status MessageReader::skip_rest() {
         const Status s = wait_frame();
         if (s != Status::ok)
             return s;
-        if (frame_.header.generation != ep_.generation)
+        if (frame_.header.generation != ep_->generation)
             return Status::corrupt;
         holding_ = true;
     }

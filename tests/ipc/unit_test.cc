@@ -447,12 +447,9 @@ TEST(Channel, ReaderRejectsFramesOfAnotherGenerationOrKind) {
 
 TEST(Channel, WaitingForDataTimesOutAtTheDeadline) {
     Pair p;
-    MessageReader r(p.client);
-    r = MessageReader([&] {
-        Endpoint e = p.client;
-        e.policy.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
-        return e;
-    }());
+    Endpoint client = p.client;
+    client.policy.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+    MessageReader r(client);
     std::vector<std::byte> out;
     EXPECT_EQ(r.read_all(&out), Status::timeout);
     /* It slept, looking again now and then (a client's wake may be owed, wait.h), until the deadline. */

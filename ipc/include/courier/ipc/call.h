@@ -62,6 +62,9 @@ class Client {
 public:
     Client(Region &region, Waker &waker, std::int32_t pid, std::int32_t latch_proc = -1)
         : region_(&region), waker_(&waker), pid_(pid), latch_proc_(latch_proc) {}
+    /* Its writer and reader refer to its Endpoint. */
+    Client(const Client &) = delete;
+    Client &operator=(const Client &) = delete;
 
     /* Leases a slot (no_slot when none is free). */
     Status open();
@@ -117,6 +120,9 @@ public:
     /* `stopping`, if given, ends every wait of this call with Status::stopping. */
     ServerCall(Region &region, const Accepted &call, Waker &waker, const WaitPolicy &policy,
                const std::atomic<bool> *stopping = nullptr);
+    /* Its reader, and the writers respond() returns, refer to its Endpoint. */
+    ServerCall(const ServerCall &) = delete;
+    ServerCall &operator=(const ServerCall &) = delete;
 
     /* Reads the function name (everything up to the first NUL) into name; allocates nothing. */
     Status read_function(std::span<char, max_function_name + 1> name, std::size_t *length);
