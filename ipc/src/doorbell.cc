@@ -26,7 +26,7 @@ bool Doorbell::claim(std::uint32_t from, std::uint32_t *slot) {
     const std::size_t first = (from < slots_ ? from : 0) / 64;
     const unsigned first_bit = (from < slots_ ? from : 0) % 64;
     for (std::size_t k = 0; k <= n; ++k) {
-        const std::size_t w = (first + k) % n;
+        const std::size_t w = first + k < n ? first + k : first + k - n;  // not %: a division a word, on every call
         std::uint64_t mask = ~0ull;
         if (k == 0)
             mask = ~0ull << first_bit;

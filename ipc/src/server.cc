@@ -19,10 +19,13 @@ void serve_call(ServerCall &call, const CallHandler &handler) {
     std::size_t fn_length = 0;
     thread_local std::vector<std::byte> payload;
     Status s = call.read_function(fn, &fn_length);
+    std::span<const std::byte> body;
+    if (s == Status::ok && call.request().finished())
+        body = call.first_piece();  // one frame: read in place, held until finish()
+    else if (s == Status::ok && (s = call.read_payload(&payload)) == Status::ok)
+        body = payload;
     if (s == Status::ok)
-        s = call.read_payload(&payload);
-    if (s == Status::ok)
-        handler(call, std::string_view(fn, fn_length), payload);
+        handler(call, std::string_view(fn, fn_length), body);
     else if (s == Status::too_large && call.drain_request() == Status::ok)
         call.respond_error("request exceeds the maximum message size of the server");
     /* abandoned, aborted, server_restarted, corrupt: nobody to answer; finish() frees the slot. */

@@ -22,7 +22,9 @@ namespace courier::ipc {
 
 /*
  * Handles one call: the request has been read whole. The handler responds
- * through `call` (respond_all, respond_error or a streaming writer).
+ * through `call` (respond_all, respond_error or a streaming writer). The
+ * payload is valid until the handler returns: a request of one frame is
+ * read in place in the ring, as the worker reads it, not copied out.
  */
 using CallHandler =
     std::function<void(ServerCall &call, std::string_view fn, std::span<const std::byte> payload)>;
