@@ -7,6 +7,7 @@
  *              (timed once the load balancer has parted them: a woken
  *              server starts on its caller's CPU)
  *   core_one_cpu  the same with both processes pinned to one CPU
+ *   core_one_thread  both sides in one thread, in turn: the code's own cost
  *   core_park  the ipc core, spin 0: every wait parks on a futex
  *   pipe       two pipes
  *   socket     a Unix-domain socketpair
@@ -275,6 +276,46 @@ Figures bench_core_one_cpu(int rounds) {
     return bench_core(rounds, std::chrono::microseconds(50));
 }
 
+/*
+ * Both sides in this one thread, taking turns: start and write the
+ * request, take it off the doorbell, answer it, read the answer. No line
+ * goes to another CPU and nothing waits, so this is what the code alone
+ * costs a round trip, whatever the vCPUs' placement.
+ */
+Figures bench_core_one_thread(int rounds) {
+    std::string error;
+    auto seg = Segment::create("courier-bench-one-" + std::to_string(getpid()), RegionParams{2, 65536, 1 << 20}, 64,
+                               &error);
+    if (!seg) {
+        std::fprintf(stderr, "courier-bench-core: %s\n", error.c_str());
+        std::exit(1);
+    }
+    FutexWaker waker;
+    seg->region().begin_server_epoch(waker);
+    Client client(seg->region(), waker, getpid());
+    if (client.open() != Status::ok)
+        std::abort();
+    Dispatcher dispatcher(seg->region(), 0);
+    std::vector<std::byte> req(msg, std::byte{7}), out;
+    const WaitPolicy policy;
+    const auto echo = [](ServerCall &call, std::string_view, std::span<const std::byte> payload) {
+        call.respond_all(FrameKind::response, payload);
+    };
+    return time_round_trips(rounds, [&] {
+        Accepted accepted;
+        if (client.start(0, "echo", req.size(), policy) != Status::ok || client.request().write(req) != Status::ok ||
+            client.finish_request() != Status::ok ||
+            dispatcher.next(waker, policy.spin, [] { return false; }, clock_type::time_point::max(), &accepted) !=
+                Status::ok)
+            std::abort();
+        ServerCall call(seg->region(), accepted, waker, policy);
+        serve_call(call, echo);
+        if (client.response().read_all(&out) != Status::ok || out.size() != msg)
+            std::abort();
+        client.end(Status::ok);
+    });
+}
+
 /* Bytes per second through the core (one way, request) and through memcpy. */
 std::pair<double, double> bench_stream(std::size_t size, int messages) {
     CoreServer server(65536, size + 64, std::chrono::microseconds(50));
@@ -325,6 +366,7 @@ int main(int argc, char **argv) {
     print_figures("floor", bench_floor(rounds));
     print_figures("core_spin", bench_core(rounds, std::chrono::microseconds(50), true));
     print_figures("core_one_cpu", bench_core_one_cpu(rounds / 4));
+    print_figures("core_one_thread", bench_core_one_thread(rounds));
     print_figures("core_park", bench_core(rounds / 4, std::chrono::nanoseconds(0)));
     print_figures("pipe", bench_pipe(rounds / 4));
     print_figures("socket", bench_socket(rounds / 4));
