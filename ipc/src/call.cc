@@ -8,14 +8,13 @@
 #include <cstring>
 #include <thread>
 
+#include "courier/ipc/clock.h"
+
 namespace courier::ipc {
 namespace {
 
-std::uint64_t now_ns() {
-    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                          std::chrono::steady_clock::now().time_since_epoch())
-                                          .count());
-}
+/* b - a, or 0 when the clock stepped back (clock.h). */
+std::uint64_t since(std::uint64_t a, std::uint64_t b) { return b > a ? b - a : 0; }
 
 }  // namespace
 
@@ -52,7 +51,7 @@ Status Client::start(std::uint32_t runtime, std::string_view fn, std::uint64_t p
         return Status::bad_argument;
     if (!attempted_) {
         attempted_ = true;  // from here on the call counts, failed or not
-        started_ns_ = now_ns();
+        started_ns_ = call_clock_ns();
         runtime_ = runtime;
     }
     if (payload_total != unknown_length && payload_total > region_->max_message_size()) {
@@ -107,9 +106,9 @@ Status Client::read_abort_reason(std::vector<std::byte> *why) {
 }
 
 void Client::end(Status outcome) {
-    const std::uint64_t now = now_ns();
+    const std::uint64_t now = call_clock_ns();
     if (attempted_ && region_->stats().valid() && handle_.valid())
-        region_->stats().record_call(handle_.index, runtime_, now - started_ns_,
+        region_->stats().record_call(handle_.index, runtime_, since(started_ns_, now),
                                      outcome != Status::ok || reader_.kind() == FrameKind::error);
     attempted_ = false;
     const std::uint32_t index = handle_.valid() ? handle_.index : 0;
@@ -128,9 +127,9 @@ void Client::end(Status outcome) {
  */
 void Client::take_turns(std::uint64_t now, SideCounters *counters) {
     constexpr std::uint64_t turn_ns = std::chrono::nanoseconds(session_turn).count();
-    if (now - last_end_ns_ > turn_ns) {
+    if (since(last_end_ns_, now) > turn_ns) {
         turn_started_ns_ = now;
-    } else if (now - turn_started_ns_ >= turn_ns) {
+    } else if (since(turn_started_ns_, now) >= turn_ns) {
         std::this_thread::yield();
         bump(counters, Counter::turns_given);
         turn_started_ns_ = now;

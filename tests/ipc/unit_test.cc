@@ -20,6 +20,7 @@
 #include <set>
 #include <thread>
 
+#include "courier/ipc/clock.h"
 #include "harness.h"
 
 using namespace courier::ipc;
@@ -1254,4 +1255,36 @@ TEST(Wait, AThreadSpinningForTheBellYieldsItsCpuToTheSessionThatRings) {
     EXPECT_EQ(call.index, w.h.index);
     EXPECT_EQ(ringer.value[static_cast<int>(Counter::wakeups_elided)].load(), 1u);  // rung while it spun
     EXPECT_EQ(ringer.value[static_cast<int>(Counter::wakeups_sent)].load(), 0u);
+}
+
+/*
+ * The calls' clock (clock.h): across the hand-over from steady_clock to the
+ * counter, over a sleep, and read after read. A wrong scale (a shift off,
+ * the ratio upside down) or a step at the hand-over fails it; the bounds
+ * are what a sleep guarantees, not a speed.
+ */
+TEST(Clock, ASleepMeasuresAtLeastItsLengthAndReadsNeverGoBack) {
+    using namespace std::chrono;
+    const std::uint64_t first = call_clock_ns();
+    std::this_thread::sleep_for(calibration_time + milliseconds(2));
+    const std::uint64_t handed_over = call_clock_ns();  // ends the calibration if this process had not
+    EXPECT_GE(handed_over - first, static_cast<std::uint64_t>(nanoseconds(calibration_time).count()));
+    std::printf("call clock: %s\n", call_clock_uses_counter() ? "time-stamp counter" : "steady_clock");
+
+    /* steady_clock's readings bracket the clock's, so the clock's interval is within theirs, up to its scale's error. */
+    const auto outer_start = steady_clock::now();
+    const std::uint64_t before = call_clock_ns();
+    std::this_thread::sleep_for(milliseconds(20));
+    const std::uint64_t after = call_clock_ns();
+    const auto outer = static_cast<std::uint64_t>(duration_cast<nanoseconds>(steady_clock::now() - outer_start).count());
+    const std::uint64_t scale_error = outer / 1000;  // 0.1 %: the calibration is good to about 10 ppm
+    EXPECT_GE(after - before, 20'000'000u - 20'000'000u / 1000);
+    EXPECT_LE(after - before, outer + scale_error);
+
+    std::uint64_t last = call_clock_ns();
+    for (int i = 0; i < 1'000'000; ++i) {
+        const std::uint64_t now = call_clock_ns();
+        ASSERT_GE(now, last) << "read " << i;
+        last = now;
+    }
 }
