@@ -1288,3 +1288,60 @@ TEST(Clock, ASleepMeasuresAtLeastItsLengthAndReadsNeverGoBack) {
         last = now;
     }
 }
+
+namespace {
+
+/* Publishes `pieces` as one request, a frame each, as a client that skips Client's checks would. */
+void write_raw_request(Pair &p, const std::vector<std::string> &pieces) {
+    RingView ring = p.seg.region().to_server(p.handle.index);
+    std::uint64_t total = 0;
+    for (const std::string &piece : pieces)
+        total += piece.size();
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+        std::span<std::byte> frame;
+        ASSERT_EQ(ring.try_reserve(pieces[i].size(), pieces[i].size(), &frame), Status::ok);
+        std::memcpy(frame.data(), pieces[i].data(), pieces[i].size());
+        const auto flags = static_cast<std::uint16_t>((i == 0 ? frame_first : 0) | (i + 1 == pieces.size() ? frame_last : 0));
+        ring.commit(pieces[i].size(), FrameKind::request, flags, p.handle.generation, total);
+    }
+}
+
+/* What read_function makes of such a request: its status, and on ok the name and the payload after it. */
+std::tuple<Status, std::string, std::string> read_raw_function(const std::vector<std::string> &pieces) {
+    Pair p;
+    write_raw_request(p, pieces);
+    ServerCall server(p.seg.region(), Accepted{p.handle.index, p.handle.generation}, p.waker, p.server.policy);
+    char fn[max_function_name + 1];
+    std::size_t length = 0;
+    const Status s = server.read_function(fn, &length);
+    std::string payload;
+    if (s == Status::ok)
+        payload.assign(reinterpret_cast<const char *>(server.first_piece().data()), server.first_piece().size());
+    return {s, s == Status::ok ? std::string(fn, length) : std::string(), payload};
+}
+
+}  // namespace
+
+/*
+ * The server's parse of the function name, from frames a hostile or broken
+ * client wrote: a name of the longest length split over two frames, a NUL
+ * that opens the second frame, one byte too many, and no NUL at all.
+ */
+TEST(ServerCall, AFunctionNameIsReadAcrossFramesAndRefusedWhenTooLongOrUnended) {
+    const std::string longest(max_function_name, 'n');
+    auto [s, name, payload] = read_raw_function({longest.substr(0, 100), longest.substr(100) + '\0' + "body"});
+    EXPECT_EQ(s, Status::ok);
+    EXPECT_EQ(name, longest);
+    EXPECT_EQ(payload, "body");
+
+    std::tie(s, name, payload) = read_raw_function({"echo", std::string(1, '\0') + "xy"});
+    EXPECT_EQ(s, Status::ok);
+    EXPECT_EQ(name, "echo");
+    EXPECT_EQ(payload, "xy");
+
+    std::tie(s, name, payload) = read_raw_function({longest + 'n' + '\0'});
+    EXPECT_EQ(s, Status::corrupt);
+
+    std::tie(s, name, payload) = read_raw_function({"no", "end"});
+    EXPECT_EQ(s, Status::corrupt);
+}
