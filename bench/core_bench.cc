@@ -187,18 +187,24 @@ Figures bench_mqueue(int rounds) {
     return f;
 }
 
+/* A segment of two slots for this process, named `what`; exits if it cannot be made. */
+std::unique_ptr<Segment> bench_segment(const char *what, std::uint64_t ring, std::uint64_t max) {
+    std::string error;
+    auto seg = Segment::create(std::string(what) + std::to_string(getpid()), RegionParams{2, ring, max}, 64, &error);
+    if (!seg) {
+        std::fprintf(stderr, "courier-bench-core: %s\n", error.c_str());
+        std::exit(1);
+    }
+    return seg;
+}
+
 /* The core with an echo server in a child process. */
 struct CoreServer {
     std::unique_ptr<Segment> seg;
     pid_t pid = -1;
 
     CoreServer(std::uint64_t ring, std::uint64_t max, std::chrono::nanoseconds spin) {
-        std::string error;
-        seg = Segment::create("courier-bench-" + std::to_string(getpid()), RegionParams{2, ring, max}, 64, &error);
-        if (!seg) {
-            std::fprintf(stderr, "courier-bench-core: %s\n", error.c_str());
-            std::exit(1);
-        }
+        seg = bench_segment("courier-bench-", ring, max);
         pid = fork_child([&] {
             FutexWaker waker;
             WaitPolicy policy;
@@ -283,13 +289,7 @@ Figures bench_core_one_cpu(int rounds) {
  * costs a round trip, whatever the vCPUs' placement.
  */
 Figures bench_core_one_thread(int rounds) {
-    std::string error;
-    auto seg = Segment::create("courier-bench-one-" + std::to_string(getpid()), RegionParams{2, 65536, 1 << 20}, 64,
-                               &error);
-    if (!seg) {
-        std::fprintf(stderr, "courier-bench-core: %s\n", error.c_str());
-        std::exit(1);
-    }
+    auto seg = bench_segment("courier-bench-one-", 65536, 1 << 20);
     FutexWaker waker;
     seg->region().begin_server_epoch(waker);
     Client client(seg->region(), waker, getpid());

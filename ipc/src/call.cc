@@ -29,6 +29,9 @@ Status Client::open() {
         return s;
     }
     region_->slot(handle_.index)->client.latch_proc.store(latch_proc_, std::memory_order_relaxed);
+    /* The slot's side of every call's Endpoint; start() sets the call's. */
+    ep_ = Endpoint{region_, handle_.index, handle_.generation, 0, true, waker_, {},
+                   region_->stats().client_counters(handle_.index)};
     return Status::ok;
 }
 
@@ -59,15 +62,9 @@ Status Client::start(std::uint32_t runtime, std::string_view fn, std::uint64_t p
             region_->stats().add(GlobalCounter::too_large);
         return Status::too_large;  // refused before anything was sent
     }
-    /* Field by field: an Endpoint built whole and copied in stalled on store forwarding, 20 ns a call. */
-    ep_.region = region_;
-    ep_.index = handle_.index;
-    ep_.generation = handle_.generation;
+    /* The call's fields only, in place: an Endpoint built whole and copied in stalled on store forwarding. */
     ep_.epoch = 0;
-    ep_.is_client = true;
-    ep_.waker = waker_;
     ep_.policy = policy;
-    ep_.counters = region_->stats().client_counters(handle_.index);
     ep_.ring_runtime = -1;
     std::uint64_t epoch = 0;
     bool watched = false;

@@ -233,19 +233,8 @@ Status call_sleeping(Client &client, std::string_view fn, std::vector<std::byte>
     return s;
 }
 
-}  // namespace
-
-/*
- * More sessions than serving threads and cores, every one parking for its
- * answer: the one serving thread often lets go of a call with others in
- * the bell, so it owes those wakes, and the sessions pay them (region.h).
- * Every call ends with its own answer, and sessions paid owed wakes.
- */
-TEST(Threads, SessionsPayTheWakesABusyServingThreadOwes) {
-    EchoServer echo(8);
-    TestSegment &seg = echo.seg;
-    FutexWaker &waker = echo.waker;
-    constexpr int sessions = 6, calls = 2000;
+/* `sessions` threads, each a session making `calls` echo calls that park for their answers; returns when all are done. */
+void run_sleeping_sessions(TestSegment &seg, FutexWaker &waker, int sessions, int calls) {
     std::vector<std::thread> clients;
     for (int s = 0; s < sessions; ++s) {
         clients.emplace_back([&, s] {
@@ -259,6 +248,22 @@ TEST(Threads, SessionsPayTheWakesABusyServingThreadOwes) {
     }
     for (auto &t : clients)
         t.join();
+}
+
+}  // namespace
+
+/*
+ * More sessions than serving threads and cores, every one parking for its
+ * answer: the one serving thread often lets go of a call with others in
+ * the bell, so it owes those wakes, and the sessions pay them (region.h).
+ * Every call ends with its own answer, and sessions paid owed wakes.
+ */
+TEST(Threads, SessionsPayTheWakesABusyServingThreadOwes) {
+    EchoServer echo(8);
+    TestSegment &seg = echo.seg;
+    FutexWaker &waker = echo.waker;
+    constexpr int sessions = 6, calls = 2000;
+    run_sleeping_sessions(seg, waker, sessions, calls);
     echo.stop_serving();
     const auto snap = read_stats(seg.stats());
     EXPECT_EQ(snap.calls, static_cast<std::uint64_t>(sessions * calls));
@@ -387,19 +392,7 @@ TEST(Threads, ShortCallsBesideALongOneGetTheirOwedWakes) {
     while (!long_started.load())
         std::this_thread::yield();
     constexpr int sessions = 6, calls = 1500;
-    std::vector<std::thread> clients;
-    for (int s = 0; s < sessions; ++s) {
-        clients.emplace_back([&, s] {
-            Client client(seg.region(), waker, 100 + s);
-            ASSERT_EQ(client.open(), Status::ok);
-            std::vector<std::byte> out;
-            for (int i = 0; i < calls; ++i)
-                ASSERT_EQ(call_sleeping(client, "echo", &out), Status::ok) << "session " << s << " call " << i;
-            client.close();
-        });
-    }
-    for (auto &t : clients)
-        t.join();
+    run_sleeping_sessions(seg, waker, sessions, calls);
     EXPECT_FALSE(shorts_done.exchange(true)) << "the long call ended first";
     long_session.join();
     stop_serving(seg, waker, stop, servers);
