@@ -10,12 +10,21 @@
 #include <random>
 #include <thread>
 
+#include <boost/interprocess/shared_memory_object.hpp>
+
 namespace courier::test {
 namespace {
 
+/*
+ * This process's next segment name. A segment already under it is a dead
+ * process's of the same pid (a test that keeps its segment on purpose, or
+ * a killed run): removed, or pid reuse turns it into "File exists".
+ */
 std::string unique_name() {
     static std::atomic<int> counter{0};
-    return "courier-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+    std::string name = "courier-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+    boost::interprocess::shared_memory_object::remove(name.c_str());
+    return name;
 }
 
 }  // namespace
