@@ -76,9 +76,10 @@ Status MessageWriter::open_frame(std::uint64_t min, std::uint64_t max) {
 }
 
 void MessageWriter::publish(std::uint16_t extra_flags) {
-    note_cpu(ep_->self());  // where the peer's spin will look for this side (wait.h)
+    const int cpu = note_cpu(ep_->self());  // where the peer's spin will look for this side (wait.h)
     const std::uint16_t flags = static_cast<std::uint16_t>((first_ ? frame_first : 0) | extra_flags | marks_);
-    ring_.commit(frame_used_, kind_, flags, ep_->generation, total_);
+    ring_.commit(frame_used_, kind_, flags, ep_->generation, total_,
+                 cores_apart(cpu, ep_->peer().cpu.load(std::memory_order_relaxed)));
     const bool ring_bell = first_ && ep_->ring_runtime >= 0;
     first_ = false;
     open_ = false;

@@ -75,8 +75,17 @@ Status RingView::try_reserve(std::uint64_t min, std::uint64_t max, std::span<std
     return Status::ok;
 }
 
+/* Moves the line holding `at` from this core's caches to the one the cores share (a hint). */
+static void push_to_shared_cache(const std::byte *at) {
+#if defined(__x86_64__)
+    asm volatile("cldemote %0" : : "m"(*at));
+#else
+    (void)at;
+#endif
+}
+
 void RingView::commit(std::uint64_t length, FrameKind kind, std::uint16_t flags,
-                      std::uint64_t generation, std::uint64_t total) {
+                      std::uint64_t generation, std::uint64_t total, bool consumer_apart) {
     length = std::min(length, reserved_bytes_);
     const std::uint64_t pad_pos = reserved_at_ & (capacity_ - 1);
     const std::uint64_t frame_at_cursor = reserved_at_ + reserved_skip_;
@@ -100,6 +109,11 @@ void RingView::commit(std::uint64_t length, FrameKind kind, std::uint16_t flags,
         std::atomic_ref<std::uint64_t>(pad->mark).store(reserved_at_ + 1, std::memory_order_release);
     }
     header_->tail.value.store(frame_at_cursor + header_size + align8(length), std::memory_order_release);
+    if (consumer_apart) {
+        for (std::uint64_t line = frame_pos & ~(cache_line - 1); line < frame_pos + header_size + length;
+             line += cache_line)
+            push_to_shared_cache(data_ + line);
+    }
     reserved_bytes_ = 0;
 }
 

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #if defined(__linux__)
 #include <linux/futex.h>
@@ -96,6 +97,32 @@ int current_cpu() {
 #else
     return -1;
 #endif
+}
+
+namespace {
+/* Each CPU's core as package << 16 | core_id, from sysfs; a CPU it does not describe counts as a core of its own. */
+std::vector<long> read_cores() {
+    std::vector<long> cores;
+#if defined(__linux__)
+    const long cpus = std::min(sysconf(_SC_NPROCESSORS_CONF), 4096L);
+    for (long cpu = 0; cpu < cpus; ++cpu) {
+        const std::string dir = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+        long package = -1, core = -1;
+        std::ifstream(dir + "physical_package_id") >> package;
+        std::ifstream(dir + "core_id") >> core;
+        cores.push_back(package >= 0 && core >= 0 ? (package << 16 | core) : -1 - cpu);
+    }
+#endif
+    return cores;
+}
+}  // namespace
+
+bool cores_apart(int a, int b) {
+    if (a < 0 || b < 0 || a == b)
+        return false;
+    static const std::vector<long> cores = read_cores();
+    const auto n = static_cast<int>(cores.size());
+    return a >= n || b >= n || cores[a] != cores[b];
 }
 
 std::uint32_t FutexWaker::prepare(Waiter &self) {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -261,7 +262,8 @@ TEST(Ring, FullRingBlocksAndWrapsWithPadOrImplicitSkip) {
                 break;
             const std::uint64_t len = frame_bytes - sizeof(FrameHeader);
             ASSERT_EQ(ring.try_reserve(len, len, &w), Status::ok);
-            ring.commit(len, FrameKind::response, 0, 1, unknown_length);
+            /* Every other frame handed over to the shared cache: a hint, the frames read the same. */
+            ring.commit(len, FrameKind::response, 0, 1, unknown_length, (used / frame_align) % 2 == 0);
             ASSERT_EQ(ring.peek(&f), Status::ok);
             ring.consume(f);
             used += frame_bytes;
@@ -1194,6 +1196,48 @@ bool spin_beside_a_peer_on_one_cpu(const std::function<void()> &spin, const std:
 constexpr auto long_spin = std::chrono::milliseconds(200);
 
 }  // namespace
+
+namespace {
+/* The CPUs that share `cpu`'s core, from its thread_siblings_list ("0-1,4"); empty if sysfs does not say. */
+std::set<int> core_siblings(int cpu) {
+    std::ifstream f("/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/thread_siblings_list");
+    std::set<int> cpus;
+    std::string range;
+    while (std::getline(f, range, ',')) {
+        const auto dash = range.find('-');
+        const int first = std::stoi(range.substr(0, dash));
+        const int last = dash == std::string::npos ? first : std::stoi(range.substr(dash + 1));
+        for (int c = first; c <= last; ++c)
+            cpus.insert(c);
+    }
+    return cpus;
+}
+}  // namespace
+
+/*
+ * A producer hands its frames over to the shared cache only for a consumer
+ * on another core (ring.h): cores_apart must agree with the kernel's list
+ * of each CPU's SMT siblings, a file it does not read itself.
+ */
+TEST(Wait, CoresApartAgreesWithTheKernelsSiblingLists) {
+    const int cpus = static_cast<int>(std::min<long>(sysconf(_SC_NPROCESSORS_CONF), 64));
+    EXPECT_FALSE(cores_apart(-1, 0));
+    EXPECT_FALSE(cores_apart(0, -1));
+    int pairs = 0;
+    for (int a = 0; a < cpus; ++a) {
+        const std::set<int> siblings = core_siblings(a);
+        if (siblings.empty())
+            GTEST_SKIP() << "no CPU topology in sysfs";
+        EXPECT_FALSE(cores_apart(a, a));
+        for (int b = 0; b < cpus; ++b) {
+            if (b != a) {
+                EXPECT_EQ(cores_apart(a, b), siblings.count(b) == 0) << "CPUs " << a << " and " << b;
+                ++pairs;
+            }
+        }
+    }
+    EXPECT_EQ(pairs, cpus * (cpus - 1));
+}
 
 /*
  * A spinning waiter and the peer it waits for share a CPU (more runnable

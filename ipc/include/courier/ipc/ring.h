@@ -27,6 +27,15 @@
  * last head it read on its own cache line and reads the consumer's line
  * only when that copy says the ring is full.
  *
+ * Handing a frame over: a consumer on another core reads the frame's lines
+ * out of the producer's core, a snoop dearer than a hit in the cache the
+ * cores share. The producer may say, at commit, that its consumer runs on
+ * another core; it then pushes the frame's lines out to that cache
+ * (cldemote, on x86 since Sapphire Rapids; a no-op on other CPUs). It must
+ * not when both sides share a core: the lines are already where they will
+ * be read, and pushing them out made a round trip in one thread 2.5 times
+ * as long (bench/README.md, "Handing a frame over").
+ *
  * A message is one or more frames: the first has flag first, the last has
  * flag last; every frame carries the message's kind, the slot generation
  * of its call and the message's total length (or unknown_length when the
@@ -116,9 +125,9 @@ public:
      * cursor is out of range.
      */
     Status try_reserve(std::uint64_t min, std::uint64_t max, std::span<std::byte> *out);
-    /* Publishes the reserved frame with `length` (<= reserved) bytes. */
+    /* Publishes the reserved frame with `length` (<= reserved) bytes; see the top for `consumer_apart`. */
     void commit(std::uint64_t length, FrameKind kind, std::uint16_t flags,
-                std::uint64_t generation, std::uint64_t total);
+                std::uint64_t generation, std::uint64_t total, bool consumer_apart = false);
     /* Free bytes as the producer sees them (for waiting on room). */
     std::uint64_t free_space() const;
 

@@ -254,6 +254,9 @@ inline void cpu_relax() {
 /* The CPU the calling thread runs on, or -1 where that is unknown (3 ns with glibc's rseq). */
 int current_cpu();
 
+/* Whether two CPUs are on different cores as the kernel sees them (not one core's SMT threads); false if either is -1. */
+bool cores_apart(int a, int b);
+
 /* Records where this side runs, for its peer's spin; a store only when it moved (the peer reads the line). */
 inline int note_cpu(Waiter &self) {
     const int cpu = current_cpu();
