@@ -109,7 +109,7 @@ void RingView::commit(std::uint64_t length, FrameKind kind, std::uint16_t flags,
         std::atomic_ref<std::uint64_t>(pad->mark).store(reserved_at_ + 1, std::memory_order_release);
     }
     header_->tail.value.store(frame_at_cursor + header_size + align8(length), std::memory_order_release);
-    if (consumer_apart) {
+    if (consumer_apart && header_size + length <= handover_max_frame) {
         for (std::uint64_t line = frame_pos & ~(cache_line - 1); line < frame_pos + header_size + length;
              line += cache_line)
             push_to_shared_cache(data_ + line);

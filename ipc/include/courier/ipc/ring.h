@@ -34,7 +34,10 @@
  * (cldemote, on x86 since Sapphire Rapids; a no-op on other CPUs). It must
  * not when both sides share a core: the lines are already where they will
  * be read, and pushing them out made a round trip in one thread 2.5 times
- * as long (bench/README.md, "Handing a frame over").
+ * as long. Nor for a frame over handover_max_frame: the frames of a stream
+ * (a quarter of the ring each) went at half the rate when the consumer
+ * read them from the shared cache (bench/README.md, "Handing a frame
+ * over").
  *
  * A message is one or more frames: the first has flag first, the last has
  * flag last; every frame carries the message's kind, the slot generation
@@ -72,6 +75,9 @@ enum FrameFlags : std::uint16_t {
 };
 
 inline constexpr std::uint64_t unknown_length = ~0ull;
+
+/* The largest frame, header included, that a producer hands over to the shared cache (see the top). */
+inline constexpr std::uint64_t handover_max_frame = 8192;
 
 struct FrameHeader {
     std::uint32_t length;      // payload bytes in this frame
