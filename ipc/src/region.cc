@@ -23,13 +23,13 @@ Region Region::create(void *base, const RegionLayout &layout, StatsView stats) {
     h->runtimes = layout.params.runtimes;
     init_waiter(h->cancels);
     /*
-     * One spinner per CPU. The cap was CPUs - 1, to leave the serving side a
-     * CPU; since a spinner yields every few µs (wait.h) the server gets its
-     * turn anyway. On 2 vCPUs the second spinner measured 18-26 % ahead at 2
-     * to 16 sessions and 5 % behind at 64 (bench/README.md, "One spinner per
-     * CPU").
+     * The cap was CPUs - 1, to leave the serving side a CPU, then one per
+     * CPU once a spinner yielded every few µs (bench/README.md, "One
+     * spinner per CPU"). Since sessions pay each other's owed wakes, a
+     * session that may not spin parks and costs a futex wake, which the
+     * spinners' yields do not: four per CPU (spinners_per_cpu, wait.h).
      */
-    h->max_spinners = usable_cpus();
+    h->max_spinners = spinners_per_cpu * usable_cpus();
     for (std::uint32_t r = 0; r < layout.params.runtimes; ++r) {
         auto *d = new (bytes + layout.dispatch_offset + r * sizeof(DispatchControl)) DispatchControl{};
         init_waiter(d->idle);

@@ -235,6 +235,15 @@ struct WaitPolicy {
 /* The longest a bounded park sleeps before it looks again (WaitPolicy::recheck). */
 inline constexpr std::chrono::nanoseconds max_recheck = std::chrono::milliseconds(64);
 
+/*
+ * A region's cap: spinners per CPU it may use (usable_cpus). More than one
+ * a CPU take turns through their yields, and a yield is cheaper than the
+ * futex wake a parked waiter needs: on 2 vCPUs, 64 sessions made 680k-874k
+ * calls/s with four a CPU and 325k-400k with one (bench/README.md, "Four
+ * spinners per CPU").
+ */
+inline constexpr std::uint32_t spinners_per_cpu = 4;
+
 /* A region's max_spinners when any number may spin (Region::lift_spinner_cap). */
 inline constexpr std::uint32_t no_spinner_cap = ~std::uint32_t{0};
 
