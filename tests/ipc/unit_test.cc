@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "courier/ipc/clock.h"
+#include "courier/worker/placement.h"
 #include "harness.h"
 
 using namespace courier::ipc;
@@ -1198,18 +1199,14 @@ constexpr auto long_spin = std::chrono::milliseconds(200);
 }  // namespace
 
 namespace {
-/* The CPUs that share `cpu`'s core, from its thread_siblings_list ("0-1,4"); empty if sysfs does not say. */
-std::set<int> core_siblings(int cpu) {
+/* The CPUs that share `cpu`'s core, from its thread_siblings_list ("0-1,4"); none if sysfs does not say. */
+courier::worker::CpuSet core_siblings(int cpu) {
     std::ifstream f("/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/thread_siblings_list");
-    std::set<int> cpus;
-    std::string range;
-    while (std::getline(f, range, ',')) {
-        const auto dash = range.find('-');
-        const int first = std::stoi(range.substr(0, dash));
-        const int last = dash == std::string::npos ? first : std::stoi(range.substr(dash + 1));
-        for (int c = first; c <= last; ++c)
-            cpus.insert(c);
-    }
+    std::string list;
+    courier::worker::CpuSet cpus;
+    std::string error;
+    if (!std::getline(f, list) || !courier::worker::parse_cpu_list(list, &cpus, &error))
+        cpus.reset();
     return cpus;
 }
 }  // namespace
@@ -1225,13 +1222,14 @@ TEST(Wait, CoresApartAgreesWithTheKernelsSiblingLists) {
     EXPECT_FALSE(cores_apart(0, -1));
     int pairs = 0;
     for (int a = 0; a < cpus; ++a) {
-        const std::set<int> siblings = core_siblings(a);
-        if (siblings.empty())
+        const courier::worker::CpuSet siblings = core_siblings(a);
+        if (siblings.none())
             GTEST_SKIP() << "no CPU topology in sysfs";
         EXPECT_FALSE(cores_apart(a, a));
         for (int b = 0; b < cpus; ++b) {
             if (b != a) {
-                EXPECT_EQ(cores_apart(a, b), siblings.count(b) == 0) << "CPUs " << a << " and " << b;
+                const bool sibling = siblings.test(static_cast<std::size_t>(b));
+                EXPECT_EQ(cores_apart(a, b), !sibling) << "CPUs " << a << " and " << b;
                 ++pairs;
             }
         }
