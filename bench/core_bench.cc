@@ -13,7 +13,10 @@
  *   socket     a Unix-domain socketpair
  *   mqueue     two Boost.Interprocess message_queues
  * and streams 1 MiB and 16 MiB requests through the core, against memcpy of
- * the same size in the same process.
+ * the same size in the same process, and what one futex wake costs the
+ * waker (as a slot's side wakes its peer) when the sleeper is on the
+ * waker's CPU and when it is on another: the price of every sleep in the
+ * crowded rows, which on a VM depends on its host (bench/README.md).
  *
  * Round trips are timed in batches of 64 (a clock read per round trip would
  * cost as much as the floor itself); median and p99 are over batch means.
@@ -185,6 +188,73 @@ Figures bench_mqueue(int rounds) {
     bip::message_queue::remove(a.c_str());
     bip::message_queue::remove(b.c_str());
     return f;
+}
+
+/* The CPUs this process may run on. */
+std::vector<int> allowed_cpus() {
+    cpu_set_t set;
+    std::vector<int> cpus;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+            if (CPU_ISSET(cpu, &set))
+                cpus.push_back(cpu);
+    return cpus;
+}
+
+void pin_to(int cpu) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0)
+        std::abort();
+}
+
+/*
+ * The waker's time in FutexWaker::wake, per wake, for a child asleep on
+ * `sleeper_cpu` while this process runs on `waker_cpu`. The child parks as
+ * a slot's side does (prepare, announce, park); each wake waits until it
+ * has announced and then 200 µs more, so that it is asleep in the kernel.
+ */
+Figures bench_wake(int waker_cpu, int sleeper_cpu, int wakes) {
+    struct Shared {
+        Waiter w;
+        std::atomic<bool> stop;
+    };
+    auto *shared = static_cast<Shared *>(mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    Waiter *w = &shared->w;
+    init_waiter(*w);
+    shared->stop.store(false);
+    FutexWaker waker;
+    const pid_t pid = fork_child([&] {
+        pin_to(sleeper_cpu);
+        while (!shared->stop.load()) {
+            const std::uint32_t token = waker.prepare(*w);
+            w->sleeping.store(sleeping_for_data, std::memory_order_seq_cst);
+            (void)waker.park(*w, token, std::chrono::nanoseconds(0));
+        }
+    });
+    cpu_set_t old;
+    if (sched_getaffinity(0, sizeof old, &old) != 0)
+        std::abort();
+    pin_to(waker_cpu);
+    std::vector<double> ns;
+    for (int i = 0; i < wakes; ++i) {
+        while (w->sleeping.load(std::memory_order_acquire) == 0)
+            usleep(50);
+        usleep(200);
+        w->sleeping.store(0, std::memory_order_relaxed);
+        const auto t0 = clock_type::now();
+        waker.wake(*w);
+        ns.push_back(std::chrono::duration<double, std::nano>(clock_type::now() - t0).count());
+    }
+    shared->stop.store(true);
+    while (waitpid(pid, nullptr, WNOHANG) == 0) {
+        waker.wake(*w);
+        usleep(100);
+    }
+    sched_setaffinity(0, sizeof old, &old);
+    munmap(shared, 4096);
+    return {quantile(ns, 0.5), quantile(ns, 0.99)};
 }
 
 /* A segment of two slots for this process, named `what`; exits if it cannot be made. */
@@ -377,6 +447,12 @@ int main(int argc, char **argv) {
     const auto [core16, mem16] = bench_stream(16 << 20, big ? 25 : 2);
     std::printf("    \"1MiB\": {\"core_bytes_per_s\": %.0f, \"memcpy_bytes_per_s\": %.0f},\n", core1, mem1);
     std::printf("    \"16MiB\": {\"core_bytes_per_s\": %.0f, \"memcpy_bytes_per_s\": %.0f}\n", core16, mem16);
+    std::printf("  },\n  \"wake\": {\n");
+    const std::vector<int> cpus = allowed_cpus();
+    const int wakes = big ? 2000 : 200;
+    print_figures("same_cpu", bench_wake(cpus.at(0), cpus.at(0), wakes), cpus.size() > 1);
+    if (cpus.size() > 1)
+        print_figures("other_cpu", bench_wake(cpus.at(0), cpus.at(1), wakes), false);
     std::printf("  }\n}\n");
     return 0;
 }

@@ -70,6 +70,13 @@ for name in ["short_alone", "short_beside_long"]:
 for name in ["floor", "core_spin", "core_one_cpu", "core_park", "pipe", "socket", "mqueue"]:
     if not data.get("core", {}).get("rtt_64B", {}).get(name, {}).get("median_ns", 0) > 0:
         errors.append(f"core rtt {name} missing")
+# What a wake costs its waker, the sleeper on its CPU and, with two CPUs or more, on another.
+wake = data.get("core", {}).get("wake", {})
+for where in ["same_cpu"] + (["other_cpu"] if len(os.sched_getaffinity(0)) >= 2 else []):
+    if not 0 < wake.get(where, {}).get("median_ns", 0) <= wake[where].get("p99_ns", 0):
+        errors.append(f"core wake {where}: {wake.get(where)!r}")
+if len(os.sched_getaffinity(0)) >= 2 and "wake_other_cpu_vs_same_cpu" not in data.get("ratios", {}):
+    errors.append("ratio wake_other_cpu_vs_same_cpu missing")
 if "cpp_v1" not in data.get("runtime_rtt", {}):
     errors.append("runtime_rtt cpp_v1 missing")
 for label, row in data.get("slow_calls", {}).items():
