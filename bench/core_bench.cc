@@ -41,6 +41,7 @@
 
 #include "courier/ipc/segment.h"
 #include "courier/ipc/server.h"
+#include "courier/worker/placement.h"
 
 using namespace courier::ipc;
 using clock_type = std::chrono::steady_clock;
@@ -190,23 +191,25 @@ Figures bench_mqueue(int rounds) {
     return f;
 }
 
-/* The CPUs this process may run on. */
-std::vector<int> allowed_cpus() {
-    cpu_set_t set;
-    std::vector<int> cpus;
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
-            if (CPU_ISSET(cpu, &set))
+/* The CPUs this process may run on, lowest first. */
+std::vector<unsigned> allowed_cpus() {
+    courier::worker::CpuSet set;
+    std::string error;
+    std::vector<unsigned> cpus;
+    if (courier::worker::allowed_cpus(&set, &error))
+        for (unsigned cpu = 0; cpu < set.size(); ++cpu)
+            if (set.test(cpu))
                 cpus.push_back(cpu);
     return cpus;
 }
 
-void pin_to(int cpu) {
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    if (sched_setaffinity(0, sizeof one, &one) != 0)
-        std::abort();
+void pin_to(unsigned cpu) {
+    courier::worker::CpuSet one;
+    std::string error;
+    if (!courier::worker::run_on(one.set(cpu), &error)) {
+        std::fprintf(stderr, "courier-bench-core: %s\n", error.c_str());
+        std::exit(1);
+    }
 }
 
 /*
@@ -215,7 +218,7 @@ void pin_to(int cpu) {
  * a slot's side does (prepare, announce, park); each wake waits until it
  * has announced and then 200 µs more, so that it is asleep in the kernel.
  */
-Figures bench_wake(int waker_cpu, int sleeper_cpu, int wakes) {
+Figures bench_wake(unsigned waker_cpu, unsigned sleeper_cpu, int wakes) {
     struct Shared {
         Waiter w;
         std::atomic<bool> stop;
@@ -233,8 +236,9 @@ Figures bench_wake(int waker_cpu, int sleeper_cpu, int wakes) {
             (void)waker.park(*w, token, std::chrono::nanoseconds(0));
         }
     });
-    cpu_set_t old;
-    if (sched_getaffinity(0, sizeof old, &old) != 0)
+    courier::worker::CpuSet old;
+    std::string error;
+    if (!courier::worker::allowed_cpus(&old, &error))
         std::abort();
     pin_to(waker_cpu);
     std::vector<double> ns;
@@ -252,7 +256,7 @@ Figures bench_wake(int waker_cpu, int sleeper_cpu, int wakes) {
         waker.wake(*w);
         usleep(100);
     }
-    sched_setaffinity(0, sizeof old, &old);
+    (void)courier::worker::run_on(old, &error);
     munmap(shared, 4096);
     return {quantile(ns, 0.5), quantile(ns, 0.99)};
 }
@@ -448,7 +452,7 @@ int main(int argc, char **argv) {
     std::printf("    \"1MiB\": {\"core_bytes_per_s\": %.0f, \"memcpy_bytes_per_s\": %.0f},\n", core1, mem1);
     std::printf("    \"16MiB\": {\"core_bytes_per_s\": %.0f, \"memcpy_bytes_per_s\": %.0f}\n", core16, mem16);
     std::printf("  },\n  \"wake\": {\n");
-    const std::vector<int> cpus = allowed_cpus();
+    const std::vector<unsigned> cpus = allowed_cpus();
     const int wakes = big ? 2000 : 200;
     print_figures("same_cpu", bench_wake(cpus.at(0), cpus.at(0), wakes), cpus.size() > 1);
     if (cpus.size() > 1)
