@@ -192,25 +192,29 @@ Figures bench_mqueue(int rounds) {
 }
 
 /* The CPUs this process may run on, lowest first. */
-std::vector<unsigned> allowed_cpus() {
+std::vector<int> allowed_cpus() {
     courier::worker::CpuSet set;
     std::string error;
-    std::vector<unsigned> cpus;
+    std::vector<int> cpus;
     if (courier::worker::allowed_cpus(&set, &error))
-        for (unsigned cpu = 0; cpu < set.size(); ++cpu)
+        for (std::size_t cpu = 0; cpu < set.size(); ++cpu)
             if (set.test(cpu))
-                cpus.push_back(cpu);
+                cpus.push_back(static_cast<int>(cpu));
     return cpus;
 }
 
-void pin_to(unsigned cpu) {
-    courier::worker::CpuSet one;
-    std::string error;
-    if (!courier::worker::run_on(one.set(cpu), &error)) {
-        std::fprintf(stderr, "courier-bench-core: %s\n", error.c_str());
-        std::exit(1);
+/* Pins this process (and the children it forks) to `cpu`, by default the one it runs on; restores its mask when done. */
+struct PinnedHere {
+    cpu_set_t old;
+    explicit PinnedHere(int cpu = sched_getcpu()) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        if (sched_getaffinity(0, sizeof old, &old) != 0 || sched_setaffinity(0, sizeof one, &one) != 0)
+            std::abort();
     }
-}
+    ~PinnedHere() { sched_setaffinity(0, sizeof old, &old); }
+};
 
 /*
  * The waker's time in FutexWaker::wake, per wake, for a child asleep on
@@ -218,7 +222,7 @@ void pin_to(unsigned cpu) {
  * a slot's side does (prepare, announce, park); each wake waits until it
  * has announced and then 200 µs more, so that it is asleep in the kernel.
  */
-Figures bench_wake(unsigned waker_cpu, unsigned sleeper_cpu, int wakes) {
+Figures bench_wake(int waker_cpu, int sleeper_cpu, int wakes) {
     struct Shared {
         Waiter w;
         std::atomic<bool> stop;
@@ -229,18 +233,14 @@ Figures bench_wake(unsigned waker_cpu, unsigned sleeper_cpu, int wakes) {
     shared->stop.store(false);
     FutexWaker waker;
     const pid_t pid = fork_child([&] {
-        pin_to(sleeper_cpu);
+        PinnedHere pinned(sleeper_cpu);
         while (!shared->stop.load()) {
             const std::uint32_t token = waker.prepare(*w);
             w->sleeping.store(sleeping_for_data, std::memory_order_seq_cst);
             (void)waker.park(*w, token, std::chrono::nanoseconds(0));
         }
     });
-    courier::worker::CpuSet old;
-    std::string error;
-    if (!courier::worker::allowed_cpus(&old, &error))
-        std::abort();
-    pin_to(waker_cpu);
+    const PinnedHere pinned(waker_cpu);
     std::vector<double> ns;
     for (int i = 0; i < wakes; ++i) {
         while (w->sleeping.load(std::memory_order_acquire) == 0)
@@ -256,7 +256,6 @@ Figures bench_wake(unsigned waker_cpu, unsigned sleeper_cpu, int wakes) {
         waker.wake(*w);
         usleep(100);
     }
-    (void)courier::worker::run_on(old, &error);
     munmap(shared, 4096);
     return {quantile(ns, 0.5), quantile(ns, 0.99)};
 }
@@ -307,19 +306,6 @@ struct CoreServer {
     std::atomic<std::uint64_t> &stop() { return reinterpret_cast<std::atomic<std::uint64_t> *>(seg->caller_area())[0]; }
     /* The CPU the server answered the last call on. */
     std::atomic<std::uint64_t> &cpu() { return reinterpret_cast<std::atomic<std::uint64_t> *>(seg->caller_area())[1]; }
-};
-
-/* Pins this process (and the children it forks) to the CPU it runs on; restores its mask when done. */
-struct PinnedHere {
-    cpu_set_t old;
-    PinnedHere() {
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(sched_getcpu(), &one);
-        if (sched_getaffinity(0, sizeof old, &old) != 0 || sched_setaffinity(0, sizeof one, &one) != 0)
-            std::abort();
-    }
-    ~PinnedHere() { sched_setaffinity(0, sizeof old, &old); }
 };
 
 /*
@@ -452,7 +438,7 @@ int main(int argc, char **argv) {
     std::printf("    \"1MiB\": {\"core_bytes_per_s\": %.0f, \"memcpy_bytes_per_s\": %.0f},\n", core1, mem1);
     std::printf("    \"16MiB\": {\"core_bytes_per_s\": %.0f, \"memcpy_bytes_per_s\": %.0f}\n", core16, mem16);
     std::printf("  },\n  \"wake\": {\n");
-    const std::vector<unsigned> cpus = allowed_cpus();
+    const std::vector<int> cpus = allowed_cpus();
     const int wakes = big ? 2000 : 200;
     print_figures("same_cpu", bench_wake(cpus.at(0), cpus.at(0), wakes), cpus.size() > 1);
     if (cpus.size() > 1)

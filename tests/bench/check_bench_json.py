@@ -13,6 +13,7 @@ RATIOS = ["courier_vs_shm_mq_rtt_64B", "courier_vs_socket_rtt_64B", "core_vs_spi
     [f"calls_{n}_sessions_vs_{b}" for n in (4, 16, 64) for b in ("shm_mq", "socket")]
 
 data = json.load(open(sys.argv[1]))
+two_cpus = len(os.sched_getaffinity(0)) >= 2
 errors = []
 missing = sorted(set(RATIOS) - set(data.get("ratios", {})))
 if missing:
@@ -53,7 +54,7 @@ for transport in ["courier", "shm_mq", "socket"]:
                 if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                     errors.append(f"concurrency courier {sessions}: {key} = {value!r}")
 # The placed sweep (courier.worker_cpus) runs wherever the bench may use two CPUs or more.
-if len(os.sched_getaffinity(0)) >= 2:
+if two_cpus:
     for key in [f"placed_calls_{n}_sessions_vs_{b}" for n in (4, 16, 64) for b in ("shm_mq", "unplaced")] + \
             ["placed_scaling_16_vs_2", "placed_spread_64_sessions"]:
         if key not in data.get("ratios", {}):
@@ -72,10 +73,10 @@ for name in ["floor", "core_spin", "core_one_cpu", "core_park", "pipe", "socket"
         errors.append(f"core rtt {name} missing")
 # What a wake costs its waker, the sleeper on its CPU and, with two CPUs or more, on another.
 wake = data.get("core", {}).get("wake", {})
-for where in ["same_cpu"] + (["other_cpu"] if len(os.sched_getaffinity(0)) >= 2 else []):
+for where in ["same_cpu"] + (["other_cpu"] if two_cpus else []):
     if not 0 < wake.get(where, {}).get("median_ns", 0) <= wake[where].get("p99_ns", 0):
         errors.append(f"core wake {where}: {wake.get(where)!r}")
-if len(os.sched_getaffinity(0)) >= 2 and "wake_other_cpu_vs_same_cpu" not in data.get("ratios", {}):
+if two_cpus and "wake_other_cpu_vs_same_cpu" not in data.get("ratios", {}):
     errors.append("ratio wake_other_cpu_vs_same_cpu missing")
 if "cpp_v1" not in data.get("runtime_rtt", {}):
     errors.append("runtime_rtt cpp_v1 missing")
