@@ -33,6 +33,7 @@ extern "C" {
 #include "storage/pmsignal.h"
 #include "storage/proc.h"
 #include "utils/guc.h"
+#include "utils/timeout.h"
 #include "utils/wait_event.h"
 
 }
@@ -88,6 +89,9 @@ void on_backend_exit(int, Datum) { release_slot(); }
 void on_xact(XactEvent event, void *) {
     if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
         abandon_call();
+    /* An error's recovery cancels every timeout before the abort, the one that would give the CPUs back too. */
+    if (event == XACT_EVENT_ABORT && client != nullptr)
+        client->return_to_cpus();
     if ((event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT) && release_pending && !guc_enabled)
         release_slot();
 }
@@ -171,14 +175,37 @@ void wait_for_worker(ipc::Region &r) {
     }
 }
 
+/*
+ * A session that calls back to back leaves its worker thread's CPU
+ * (courier/ipc/call.h); PostgreSQL's timeouts give it back its CPUs once
+ * it stops calling, wherever the backend is then (idle, or running SQL),
+ * and so does the abort of its transaction (on_xact), since an error
+ * cancels every timeout. The handler runs in the SIGALRM handler:
+ * return_to_cpus() is one system call on state the session wrote before
+ * it armed the timeout.
+ */
+TimeoutId cpu_return_timeout;
+
+void return_to_cpus_now() {
+    if (client != nullptr)
+        client->return_to_cpus();
+}
+
+void return_to_cpus_later() {
+    enable_timeout_after(cpu_return_timeout, static_cast<int>(ipc::return_to_cpus_after.count()));
+}
+
 void open_session() {
     if (!guc_enabled)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                         errmsg("courier is disabled in this session"),
                         errhint("SET courier.enabled = on to use it.")));
     ipc::Region &r = region_or_error();
-    if (client == nullptr)
+    if (client == nullptr) {
         client = new (client_storage) ipc::Client(r, backend_waker, MyProcPid, my_proc_number());
+        cpu_return_timeout = RegisterTimeout(USER_TIMEOUT, return_to_cpus_now);
+        client->leave_server_cpu(return_to_cpus_later);
+    }
     if (!callbacks_registered) {
         before_shmem_exit(on_backend_exit, 0);
         RegisterXactCallback(on_xact, nullptr);

@@ -126,12 +126,57 @@ void Client::take_turns(std::uint64_t now, SideCounters *counters) {
     constexpr std::uint64_t turn_ns = std::chrono::nanoseconds(session_turn).count();
     if (since(last_end_ns_, now) > turn_ns) {
         turn_started_ns_ = now;
-    } else if (since(turn_started_ns_, now) >= turn_ns) {
-        std::this_thread::yield();
-        bump(counters, Counter::turns_given);
-        turn_started_ns_ = now;
+    } else {
+        if (since(turn_started_ns_, now) >= turn_ns) {
+            std::this_thread::yield();
+            bump(counters, Counter::turns_given);
+            turn_started_ns_ = now;
+        }
+        if (away_ != nullptr && now >= next_look_ns_ && handle_.valid())
+            look_for_server_cpu(now, counters);
     }
     last_end_ns_ = now;
+}
+
+/*
+ * Leaving the worker's CPU (see the top). The CPU left is noted before the
+ * mask is set, and return_to_cpus() skips a look under way: a return that
+ * came between the two would put the whole mask back and the look would
+ * then take a CPU out again with nothing noted, and the next look would
+ * read that narrower mask as the session's own.
+ */
+void Client::look_for_server_cpu(std::uint64_t now, SideCounters *counters) {
+    next_look_ns_ = now + static_cast<std::uint64_t>(std::chrono::nanoseconds(cpu_check_period).count());
+    const int server_cpu = region_->slot(handle_.index)->server.cpu.load(std::memory_order_relaxed);
+    const int left = left_cpu_.load(std::memory_order_relaxed);
+    if (left >= 0 && left == server_cpu) {
+        away_();
+        return;
+    }
+    looking_.store(true, std::memory_order_relaxed);
+    if (left < 0 && !read_cpu_mask(&own_cpus_)) {  // the session's own mask, as it is now
+        looking_.store(false, std::memory_order_relaxed);
+        return;
+    }
+    CpuMask mask = own_cpus_;
+    const bool leave = without_cpu(&mask, server_cpu);
+    if (leave || left >= 0) {
+        left_cpu_.store(leave ? server_cpu : -1, std::memory_order_relaxed);
+        if (!write_cpu_mask(mask))
+            left_cpu_.store(left, std::memory_order_relaxed);  // not moved: as before
+        else if (leave)
+            bump(counters, Counter::cpu_moves);
+    }
+    looking_.store(false, std::memory_order_relaxed);
+    if (left_cpu_.load(std::memory_order_relaxed) >= 0)
+        away_();
+}
+
+void Client::return_to_cpus() {
+    if (looking_.load(std::memory_order_relaxed))
+        return;  // the look under way ends by arming the return again, or back home
+    if (left_cpu_.exchange(-1, std::memory_order_relaxed) >= 0)
+        (void)write_cpu_mask(own_cpus_);
 }
 
 Status Client::call(std::uint32_t runtime, std::string_view fn, std::span<const std::byte> payload,

@@ -36,7 +36,7 @@ bool Dispatcher::claim(Waker &waker, Accepted *out) {
 /* The watcher's pause: it stands in the slot's server Waiter, and waits for the slot's session. */
 SpinPause Dispatcher::watcher_pause(std::uint32_t watch) const {
     SlotControl *sc = region_.slot(watch);
-    return SpinPause(&sc->server, &sc->client, region_.stats().server_counters(watch), true);
+    return SpinPause(&sc->server, &sc->client, region_.stats().server_counters(watch));
 }
 
 /*
@@ -69,7 +69,6 @@ Dispatcher::Spun Dispatcher::spin_for_bell(std::chrono::nanoseconds spin, const 
         out->index = watch;
         spun = Spun::took_watched;
     }
-    pause.ended(spun != Spun::nothing);
     bell.spinner().store(0, std::memory_order_seq_cst);
     if (spun == Spun::took_watched) {
         std::atomic_thread_fence(std::memory_order_seq_cst);  // the clear before the look: ringers elided for us

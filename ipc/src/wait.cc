@@ -13,6 +13,7 @@
 #include <climits>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -54,41 +55,43 @@ void init_waiter(Waiter &waiter) {
     waiter.cpu.store(-1, std::memory_order_relaxed);
 }
 
-namespace {
-/* This thread's waits in a row that found their peer on its CPU, and when it last moved (see wait.h). */
-thread_local std::uint32_t shared_waits_in_a_row = 0;
-thread_local std::chrono::steady_clock::time_point last_move{};
-}  // namespace
+static_assert(sizeof(CpuMask) * 8 >= 1024, "a CpuMask holds 1024 CPUs");
 
-void end_shared_cpu_row() { shared_waits_in_a_row = 0; }
-
-bool leave_shared_cpu(int cpu) {
 #if defined(__linux__)
-    /* Enough waits to say the two sides stay together; rare enough that a crowd's churn costs nothing. */
-    constexpr std::uint32_t shared_waits_to_move = 64;
-    constexpr auto min_between_moves = std::chrono::milliseconds(10);
-    if (++shared_waits_in_a_row < shared_waits_to_move)
+static_assert(sizeof(CpuMask) == sizeof(cpu_set_t), "a CpuMask is a cpu_set_t");
+
+bool read_cpu_mask(CpuMask *out) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
         return false;
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_move < min_between_moves)
-        return false;
-    shared_waits_in_a_row = 0;
-    last_move = now;
-    cpu_set_t allowed;
-    if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getaffinity(0, sizeof allowed, &allowed) != 0 ||
-        !CPU_ISSET(cpu, &allowed) || CPU_COUNT(&allowed) < 2)
-        return false;
-    cpu_set_t others = allowed;
-    CPU_CLR(cpu, &others);
-    /* A thread whose mask excludes its CPU is moved before the call returns; the old mask does not move it back. */
-    if (sched_setaffinity(0, sizeof others, &others) != 0)
-        return false;
-    (void)sched_setaffinity(0, sizeof allowed, &allowed);
+    std::memcpy(out->bits.data(), &set, sizeof set);
     return true;
+}
+
+bool write_cpu_mask(const CpuMask &mask) {
+    cpu_set_t set;
+    std::memcpy(&set, mask.bits.data(), sizeof set);
+    return sched_setaffinity(0, sizeof set, &set) == 0;
+}
 #else
-    (void)cpu;
-    return false;
+bool read_cpu_mask(CpuMask *) { return false; }
+bool write_cpu_mask(const CpuMask &) { return false; }
 #endif
+
+bool without_cpu(CpuMask *mask, int cpu) {
+    if (cpu < 0 || cpu >= static_cast<int>(sizeof(CpuMask) * 8))
+        return false;
+    std::uint64_t &word = mask->bits[static_cast<unsigned>(cpu) / 64];
+    const std::uint64_t bit = std::uint64_t{1} << (static_cast<unsigned>(cpu) % 64);
+    if (!(word & bit))
+        return false;
+    unsigned cpus = 0;
+    for (const std::uint64_t w : mask->bits)
+        cpus += static_cast<unsigned>(__builtin_popcountll(w));
+    if (cpus < 2)
+        return false;
+    word &= ~bit;
+    return true;
 }
 
 int current_cpu() {

@@ -1237,6 +1237,29 @@ TEST(Wait, CoresApartAgreesWithTheKernelsSiblingLists) {
     EXPECT_EQ(pairs, cpus * (cpus - 1));
 }
 
+/* A session leaves a CPU only if its mask has it and another besides (call.h, "Leaving the worker's CPU"). */
+TEST(Wait, WithoutCpuTakesOutACpuOnlyIfAnotherIsLeft) {
+    CpuMask two;
+    two.bits[0] = 0b11;
+    two.bits[1] = 1;  // CPU 64
+    CpuMask m = two;
+    EXPECT_TRUE(without_cpu(&m, 64));
+    EXPECT_EQ(m.bits[1], 0u);
+    EXPECT_TRUE(without_cpu(&m, 1));
+    EXPECT_EQ(m.bits[0], 0b01u);
+    EXPECT_FALSE(without_cpu(&m, 0));  // the last one
+    EXPECT_FALSE(without_cpu(&m, 2));  // not in the mask
+    EXPECT_FALSE(without_cpu(&m, -1));
+    EXPECT_FALSE(without_cpu(&m, 1024));
+    EXPECT_EQ(m.bits[0], 0b01u);
+    CpuMask mine;
+    ASSERT_TRUE(read_cpu_mask(&mine));
+    EXPECT_TRUE(write_cpu_mask(mine));
+    CpuMask again;
+    ASSERT_TRUE(read_cpu_mask(&again));
+    EXPECT_EQ(again, mine);
+}
+
 /*
  * A spinning waiter and the peer it waits for share a CPU (more runnable
  * threads than cores): the waiter must give the CPU up while it spins, so

@@ -4,10 +4,12 @@
  * and the clear errors for bad setups.
  */
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <filesystem>
@@ -15,6 +17,7 @@
 
 #include "cluster.h"
 #include "courier/ipc/stats.h"
+#include "courier/worker/placement.h"
 
 using namespace courier::test;
 
@@ -616,6 +619,8 @@ TEST(CourierCluster, WorkerCpusGiveTheWorkerItsOwnAndTheServerTheRest) {
     }
     for (Conn &s : sessions)
         EXPECT_EQ(outcome(s), "3000");
+    /* Off the worker's CPU already: no session leaves it. */
+    EXPECT_EQ(c.value("SELECT value FROM courier.stats() WHERE name = 'client_cpu_moves'"), "0");
     ASSERT_EQ(PQconsumeInput(slow.raw()), 1);
     EXPECT_EQ(PQisBusy(slow.raw()), 1) << "the short calls were served only after the long one";
     admin_cancel(c, slow);
@@ -636,6 +641,69 @@ TEST(CourierCluster, WorkerCpusGiveTheWorkerItsOwnAndTheServerTheRest) {
     EXPECT_EQ(c.value("SELECT convert_from(courier.echo('again'), 'UTF8')"), "again");
     for (const std::string &list : threads_cpus(worker_pid(c)))
         EXPECT_EQ(list, mine);
+}
+
+/*
+ * Without courier.worker_cpus, a backend that calls back to back leaves
+ * the CPU its worker thread runs on (courier/ipc/call.h): its mask loses
+ * one CPU while it loops, while a backend that only waits keeps all of
+ * them. Once a loop ends, PostgreSQL's timeout gives the idle backend its
+ * whole mask back, and so does the abort of a cancelled loop (an error
+ * cancels every timeout). A backend whose mask was narrowed to one CPU by
+ * hand calls on that CPU.
+ */
+TEST(CourierCluster, ABackendCallingBackToBackLeavesTheWorkersCpuUntilItStops) {
+    const std::vector<int> cpus = own_cpus();
+    if (cpus.size() < 2)
+        GTEST_SKIP() << "needs two CPUs, this process may use " << cpus.size();
+    Cluster cluster;
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn c = cluster.connect();
+    ASSERT_TRUE(c.exec("CREATE EXTENSION courier"));
+    Conn looping = cluster.connect(), idle = cluster.connect();
+    const pid_t backend = looping.backend_pid();
+    const std::vector<std::string> whole = threads_cpus(backend);
+    ASSERT_EQ(whole.size(), 1u);
+    courier::worker::CpuSet all;
+    std::string error;
+    ASSERT_TRUE(courier::worker::parse_cpu_list(whole[0], &all, &error)) << error;
+    const auto moves = [&] { return c.value("SELECT value FROM courier.stats() WHERE name = 'client_cpu_moves'"); };
+    const auto loops = [&](const std::string &calls) {
+        send(looping, "SELECT count(*) FROM generate_series(1, " + calls + ") g WHERE courier.echo('x') = 'x'");
+        std::string narrowed;
+        EXPECT_TRUE(eventually([&] { return (narrowed = threads_cpus(backend).at(0)) != whole[0]; }, 30))
+            << "the looping backend's mask stayed " << whole[0];
+        courier::worker::CpuSet during;
+        EXPECT_TRUE(courier::worker::parse_cpu_list(narrowed, &during, &error)) << error;
+        EXPECT_EQ(during.count(), all.count() - 1) << narrowed;
+        EXPECT_EQ((during & ~all).count(), 0u) << narrowed;
+        EXPECT_EQ(threads_cpus(idle.backend_pid()), whole);
+    };
+    const auto gets_its_mask_back = [&] {
+        EXPECT_TRUE(eventually([&] { return threads_cpus(backend) == whole; }, 30))
+            << "the idle backend's mask stayed " << threads_cpus(backend).at(0);
+    };
+
+    loops("1000000");
+    EXPECT_EQ(outcome(looping), "1000000");
+    gets_its_mask_back();
+    loops("200000000");
+    admin_cancel(c, looping);
+    EXPECT_NE(sent_error(looping).find("canceling statement"), std::string::npos);
+    gets_its_mask_back();
+    EXPECT_NE(moves(), "0");
+    EXPECT_EQ(c.value("SELECT value FROM courier.stats() WHERE name = 'server_cpu_moves'"), "0");
+
+    Conn pinned = cluster.connect();
+    cpu_set_t just_one;
+    CPU_ZERO(&just_one);
+    CPU_SET(cpus[0], &just_one);
+    ASSERT_EQ(sched_setaffinity(pinned.backend_pid(), sizeof just_one, &just_one), 0) << std::strerror(errno);
+    const std::string moves_before = moves();
+    EXPECT_EQ(pinned.value("SELECT count(*) FROM generate_series(1, 200000) g WHERE courier.echo('x') = 'x'"),
+              "200000");
+    EXPECT_EQ(threads_cpus(pinned.backend_pid()), std::vector<std::string>{std::to_string(cpus[0])});
+    EXPECT_EQ(moves(), moves_before);
 }
 
 TEST(CourierCluster, WorkerCpusThatCannotBeGivenStopTheServerWithTheReason) {

@@ -32,6 +32,23 @@
  * turn whatever the pauses between calls made 4 and 16 sessions 0.6 times
  * as fast.
  *
+ * Leaving the worker's CPU: a session that calls back to back (its calls
+ * end within a turn of each other) takes the CPU its slot's worker thread
+ * last ran on out of its own affinity mask, looks again every
+ * cpu_check_period and follows that thread when it moves, and gets its
+ * whole mask back once it stops (return_to_cpus(), which the host runs
+ * after return_to_cpus_after without a look). When sessions outnumber the
+ * CPUs, the kernel shares each CPU among the runnable threads, the worker's
+ * too, and the sessions that spin or wake on the worker thread's CPU took
+ * about half its time: it made 0.6M calls/s for 4 sessions and 0.35-0.48M
+ * for 16 on 2 vCPUs. With the sessions off its CPU it keeps that CPU, as
+ * when an operator sets courier.worker_cpus, but only while they call and
+ * with nothing else PostgreSQL runs kept off: 1.1M calls/s for 4 and 16
+ * sessions, and for 1 and 2 too (bench/README.md). Only the session's own
+ * thread is moved, within the mask it had: one allowed a single CPU, or
+ * whose worker thread runs where it may not, stays where it is. The host
+ * turns this on (leave_server_cpu()): a test process keeps its CPUs.
+ *
  * ServerCall is the serving side of one call, from a slot accepted off the
  * doorbell (Dispatcher). It reads the request, writes the response, and
  * lets go (finish). If the client abandons meanwhile, every wait returns
@@ -43,6 +60,7 @@
 
 #include "courier/ipc/before_postgres.h"  // checked on every inclusion
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <span>
@@ -52,11 +70,15 @@
 
 #include "courier/ipc/channel.h"
 #include "courier/ipc/dispatch.h"
+#include "courier/ipc/wait.h"
 
 namespace courier::ipc {
 
 /* How long a session calls back to back before it offers its CPU to others (see the top). */
 inline constexpr std::chrono::microseconds session_turn{200};
+/* How often a session that calls back to back looks where its worker thread runs, and how long after its last look it gets its CPUs back (see the top). */
+inline constexpr std::chrono::milliseconds cpu_check_period{10};
+inline constexpr std::chrono::milliseconds return_to_cpus_after{50};
 
 class Client {
 public:
@@ -97,8 +119,22 @@ public:
     Status call(std::uint32_t runtime, std::string_view fn, std::span<const std::byte> payload,
                 std::vector<std::byte> *out, FrameKind *kind, const WaitPolicy &policy);
 
+    /*
+     * Lets this session leave its worker thread's CPU while it calls back
+     * to back (see the top). `away` runs after every look that leaves the
+     * session away, at most once per cpu_check_period: the host then makes
+     * sure return_to_cpus() runs return_to_cpus_after later unless `away`
+     * runs again.
+     */
+    void leave_server_cpu(void (*away)()) { away_ = away; }
+    /* Puts this thread back on the CPUs it had when it left one; safe in a signal handler. */
+    void return_to_cpus();
+    /* The CPU this session has left, or -1. */
+    int left_cpu() const { return left_cpu_.load(std::memory_order_relaxed); }
+
 private:
     void take_turns(std::uint64_t now, SideCounters *counters);
+    void look_for_server_cpu(std::uint64_t now, SideCounters *counters);
 
     Region *region_;
     Waker *waker_;
@@ -113,6 +149,11 @@ private:
     std::uint64_t started_ns_ = 0;
     std::uint64_t last_end_ns_ = 0;      // when the last call ended
     std::uint64_t turn_started_ns_ = 0;  // when this run of calls began, or this session last yielded
+    void (*away_)() = nullptr;            // set: this session may leave its worker thread's CPU
+    std::uint64_t next_look_ns_ = 0;      // when it next looks where that thread runs
+    CpuMask own_cpus_;                    // its mask before it left a CPU; read only while it has not
+    std::atomic<int> left_cpu_{-1};       // the CPU it has left, -1: none
+    std::atomic<bool> looking_{false};    // a look is under way: return_to_cpus() leaves it be
 };
 
 class ServerCall {

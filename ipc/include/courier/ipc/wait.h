@@ -72,19 +72,12 @@
  * of ms while the other CPU idled, at 10-20 µs a call (10 of 24 runs of
  * 22000 calls had a p99 over 3 µs, bench/README.md). The kernel's balancer
  * is loath to move a task that ran in the last 0.5 ms (cache-hot), and
- * these never stop running. So a worker thread that watches a slot
- * (may_move) and found its session on its own CPU in 64 answered waits in
- * a row moves itself: it takes that CPU out of its affinity mask, which
- * the kernel obeys before the call returns, and puts the mask back, which
- * does not move it back (0 of 24 runs over 3 µs). A wait that finds the
- * peer elsewhere ends the row, and so does one that no call ends within
- * the spin: a thread moved between the calls of a session that calls now
- * and then must be woken on the other vCPU, and such calls, 1 ms apart,
- * took 20 µs instead of 12.5 (medians of 12). A thread moves at most once
- * per 10 ms, so a crowd of sessions, where sharing is common but not
- * constant, seldom moves anything (no move in 3 s at 16 or 64 sessions).
- * Only the worker's threads move: a backend's placement is PostgreSQL's. A
- * thread allowed one CPU stays.
+ * these never stop running. A session that calls back to back therefore
+ * leaves its worker thread's CPU (call.h, "Leaving the worker's CPU"),
+ * with the helpers below. That replaced a rule by which the worker's
+ * thread moved off a CPU it kept sharing with its session: with both
+ * rules the thread and the sessions chased each other, and the sessions'
+ * rule alone also keeps a crowd of them off the worker's CPU.
  *
  * The other side, after publishing (a release store of a ring cursor),
  * issues a full fence and reads peer.sleeping: only a peer that announced
@@ -129,6 +122,7 @@
 #include "courier/ipc/before_postgres.h"  // checked on every inclusion
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -274,14 +268,17 @@ inline int note_cpu(Waiter &self) {
     return cpu;
 }
 
-/*
- * Moves the calling thread to another CPU it may use, once it has shared
- * `cpu` with its peer in many answered waits in a row and not moved for a
- * while (see the top); false if it stays. Its affinity mask is the same
- * afterwards. end_shared_cpu_row() starts the count again.
- */
-bool leave_shared_cpu(int cpu);
-void end_shared_cpu_row();
+/* The CPUs a thread may run on, whole (the kernel's mask of 1024), to be put back as it was. */
+struct CpuMask {
+    std::array<std::uint64_t, 16> bits{};
+    bool operator==(const CpuMask &) const = default;
+};
+/* The calling thread's mask; false where it cannot be read or set (not Linux). */
+bool read_cpu_mask(CpuMask *out);
+/* Sets the calling thread's mask; one system call, so safe in a signal handler. */
+bool write_cpu_mask(const CpuMask &mask);
+/* Takes `cpu` out of *mask if the mask has it and another CPU besides; false, *mask unchanged, otherwise. */
+bool without_cpu(CpuMask *mask, int cpu);
 
 /*
  * A spin's time budget, counted from its first look at the clock, which a
@@ -308,31 +305,19 @@ private:
 
 /*
  * A spinner's pause before each poll: every polls_per_yield-th poll offers
- * the CPU too, and the first one that finds the peer on this CPU does, or
- * with `may_move`, leaves it now and then (see the top). `peer` may be null
- * (no one in particular is waited for).
+ * the CPU too, and so does the first one that finds the peer on this CPU
+ * (see the top). `peer` may be null (no one in particular is waited for).
  */
 class SpinPause {
 public:
-    SpinPause(Waiter *self, const Waiter *peer, SideCounters *counters, bool may_move = false)
-        : self_(self), peer_(peer), counters_(counters), cpu_(self != nullptr ? note_cpu(*self) : -1),
-          may_move_(may_move) {}
-    /* The wait is over; `answered`: a call came within the spin. Anything else ends a row of shared waits. */
-    void ended(bool answered) const {
-        if (may_move_ && !(handed_over_ && answered))
-            end_shared_cpu_row();
-    }
+    SpinPause(Waiter *self, const Waiter *peer, SideCounters *counters)
+        : self_(self), peer_(peer), counters_(counters), cpu_(self != nullptr ? note_cpu(*self) : -1) {}
     void operator()(unsigned poll) {
         cpu_relax();
         if (!handed_over_ && peer_shares_cpu()) {
             handed_over_ = true;
             bump(counters_, Counter::shared_cpu_spins);
-            if (may_move_ && leave_shared_cpu(cpu_)) {
-                bump(counters_, Counter::cpu_moves);
-                cpu_ = note_cpu(*self_);
-            } else {
-                std::this_thread::yield();
-            }
+            std::this_thread::yield();
         } else if (poll % polls_per_yield == 0) {
             std::this_thread::yield();
         }
@@ -349,7 +334,6 @@ private:
     const Waiter *peer_;
     SideCounters *counters_;
     int cpu_;
-    bool may_move_;
     bool handed_over_ = false;
 };
 

@@ -15,8 +15,11 @@
  * the postmaster, before it starts anything, leaves those CPUs (every
  * process it forks inherits its mask: backends, PostgreSQL's own workers),
  * and the courier worker takes them before it starts a thread (its pools
- * and the runtimes' threads inherit them). Nothing else moves a process:
- * the kernel places within each set as it likes.
+ * and the runtimes' threads inherit them). The kernel places within each
+ * set as it likes. Without it, sessions that call back to back leave the
+ * CPU their worker thread runs on by themselves, while they call
+ * (courier/ipc/call.h): that keeps the worker's CPU from the sessions
+ * that crowd it, but not from anything else the server runs.
  *
  * Both sets come from the CPUs the postmaster may use when it starts (its
  * affinity mask, a cgroup's cpuset included): the worker's CPUs must be
