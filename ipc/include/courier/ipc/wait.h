@@ -75,9 +75,9 @@
  * these never stop running. A session that calls back to back therefore
  * leaves its worker thread's CPU (call.h, "Leaving the worker's CPU"),
  * with the helpers below. That replaced a rule by which the worker's
- * thread moved off a CPU it kept sharing with its session: with both
- * rules the thread and the sessions chased each other, and the sessions'
- * rule alone also keeps a crowd of them off the worker's CPU.
+ * thread moved off a CPU it kept sharing with its session: the sessions'
+ * rule covers that case too, and a worker thread's move only made its
+ * sessions move after it.
  *
  * The other side, after publishing (a release store of a ring cursor),
  * issues a full fence and reads peer.sleeping: only a peer that announced
