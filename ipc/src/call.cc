@@ -107,6 +107,8 @@ void Client::end(Status outcome) {
     if (attempted_ && region_->stats().valid() && handle_.valid())
         region_->stats().record_call(handle_.index, runtime_, since(started_ns_, now),
                                      outcome != Status::ok || reader_.kind() == FrameKind::error);
+    if (attempted_)
+        note_gap(since(last_end_ns_, started_ns_), since(started_ns_, now));
     attempted_ = false;
     const std::uint32_t index = handle_.valid() ? handle_.index : 0;
     SideCounters *counters = handle_.valid() ? region_->stats().client_counters(index) : nullptr;
@@ -115,6 +117,18 @@ void Client::end(Status outcome) {
     /* Sessions wake each other while the worker is busy (region.h): this one has a CPU now. */
     region_->pay_owed_wakes(index + 1, owed_wakes_per_call, *waker_, counters);
     take_turns(now, counters);
+}
+
+/*
+ * A call counts as the worker's when the time since the previous call
+ * ended is shorter than the call took, times the other CPUs of the
+ * session's mask: the share of its time this session waits on the
+ * worker is then at least one CPU's worth of its mask (see the top).
+ */
+void Client::note_gap(std::uint64_t gap_ns, std::uint64_t took_ns) {
+    ++calls_since_look_;
+    if (own_cpu_count_ > 1 && gap_ns < took_ns * (own_cpu_count_ - 1))
+        ++worker_bound_calls_;
 }
 
 /*
@@ -147,16 +161,29 @@ void Client::take_turns(std::uint64_t now, SideCounters *counters) {
  */
 void Client::look_for_server_cpu(std::uint64_t now, SideCounters *counters) {
     next_look_ns_ = now + static_cast<std::uint64_t>(std::chrono::nanoseconds(cpu_check_period).count());
-    const int server_cpu = region_->slot(handle_.index)->server.cpu.load(std::memory_order_relaxed);
+    const bool worker_bound = calls_since_look_ > 0 && 2 * worker_bound_calls_ >= calls_since_look_;
+    calls_since_look_ = 0;
+    worker_bound_calls_ = 0;
     const int left = left_cpu_.load(std::memory_order_relaxed);
+    if (own_cpu_count_ == 0) {  // the first look: how many CPUs the session has; the next one decides
+        own_cpu_count_ = read_cpu_mask(&own_cpus_) ? cpu_count(own_cpus_) : 1;
+        return;
+    }
+    if (!worker_bound && left < 0)
+        return;
+    const int server_cpu =
+        worker_bound ? region_->slot(handle_.index)->server.cpu.load(std::memory_order_relaxed) : -1;
     if (left >= 0 && left == server_cpu) {
         away_();
         return;
     }
     looking_.store(true, std::memory_order_relaxed);
-    if (left < 0 && !read_cpu_mask(&own_cpus_)) {  // the session's own mask, as it is now
-        looking_.store(false, std::memory_order_relaxed);
-        return;
+    if (left < 0) {
+        if (!read_cpu_mask(&own_cpus_)) {
+            looking_.store(false, std::memory_order_relaxed);
+            return;
+        }
+        own_cpu_count_ = cpu_count(own_cpus_);  // the session's own mask, as it is now
     }
     CpuMask mask = own_cpus_;
     const bool leave = without_cpu(&mask, server_cpu);

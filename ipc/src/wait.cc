@@ -78,6 +78,13 @@ bool read_cpu_mask(CpuMask *) { return false; }
 bool write_cpu_mask(const CpuMask &) { return false; }
 #endif
 
+unsigned cpu_count(const CpuMask &mask) {
+    unsigned cpus = 0;
+    for (const std::uint64_t w : mask.bits)
+        cpus += static_cast<unsigned>(__builtin_popcountll(w));
+    return cpus;
+}
+
 bool without_cpu(CpuMask *mask, int cpu) {
     if (cpu < 0 || cpu >= static_cast<int>(sizeof(CpuMask) * 8))
         return false;
@@ -85,10 +92,7 @@ bool without_cpu(CpuMask *mask, int cpu) {
     const std::uint64_t bit = std::uint64_t{1} << (static_cast<unsigned>(cpu) % 64);
     if (!(word & bit))
         return false;
-    unsigned cpus = 0;
-    for (const std::uint64_t w : mask->bits)
-        cpus += static_cast<unsigned>(__builtin_popcountll(w));
-    if (cpus < 2)
+    if (cpu_count(*mask) < 2)
         return false;
     word &= ~bit;
     return true;

@@ -386,18 +386,20 @@ TEST(MultiProcess, ASessionCallingBackToBackLeavesItsServersCpuFollowsItAndGetsI
 }
 
 /*
- * And when it must not: a session allowed only its server's CPU, and one
- * whose calls are 1 ms apart (none ends within a turn of the last), call
- * for 50 ms and stay as they were, and never ask their host to put them
- * back.
+ * And when it must not: a session allowed only its server's CPU, one
+ * whose calls are 1 ms apart (none ends within a turn of the last), and
+ * one that calls back to back but works 100 µs between calls of a few µs
+ * (its own CPUs, not the worker, bound it: it gave turns, so it looked)
+ * call for 50 ms and stay as they were, and never ask their host to put
+ * them back.
  */
-TEST(MultiProcess, ASessionAllowedOneCpuOrCallingNowAndThenStaysWhereItIs) {
+TEST(MultiProcess, ASessionAllowedOneCpuCallingNowAndThenOrWorkingBetweenCallsStaysWhereItIs) {
     const std::vector<int> cpus = allowed_cpus();
     if (cpus.size() < 2)
         GTEST_SKIP() << "needs two CPUs";
     const int a = cpus[0], b = cpus[1];
-    const auto stays = [](std::chrono::microseconds gap) {
-        return [gap](TestSegment &, Client &c) {
+    const auto stays = [](std::chrono::microseconds gap, std::chrono::microseconds work = {}) {
+        return [gap, work](TestSegment &, Client &c) {
             const std::vector<int> mask = allowed_cpus();
             const std::vector<std::byte> req(64, std::byte{1});
             std::vector<std::byte> out;
@@ -406,6 +408,8 @@ TEST(MultiProcess, ASessionAllowedOneCpuOrCallingNowAndThenStaysWhereItIs) {
                 CHILD_CHECK(c.call(0, "echo", req, &out, &kind, policy_with(100ms, 20s)) == Status::ok);
                 CHILD_CHECK(c.left_cpu() == -1);
                 std::this_thread::sleep_for(gap);
+                for (const auto busy = std::chrono::steady_clock::now() + work; std::chrono::steady_clock::now() < busy;)
+                    cpu_relax();
             }
             CHILD_CHECK(allowed_cpus() == mask);
             CHILD_CHECK(returns_armed.load() == 0);
@@ -418,6 +422,10 @@ TEST(MultiProcess, ASessionAllowedOneCpuOrCallingNowAndThenStaysWhereItIs) {
     const StatsSnapshot now_and_then = leaving_session(a, a, a, {a, b}, stays(1000us));
     EXPECT_GT(now_and_then.calls, 2u);
     EXPECT_EQ(side(now_and_then.client, Counter::cpu_moves), 0u);
+    const StatsSnapshot working = leaving_session(a, a, b, {a, b}, stays(0us, 100us));
+    EXPECT_GT(working.calls, 2u);
+    EXPECT_GT(side(working.client, Counter::turns_given), 0u);
+    EXPECT_EQ(side(working.client, Counter::cpu_moves), 0u);
 }
 
 TEST(MultiProcess, AbandonRacesNeverReuseASlotTheServerMayWrite) {

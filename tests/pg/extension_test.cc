@@ -650,13 +650,18 @@ TEST(CourierCluster, WorkerCpusGiveTheWorkerItsOwnAndTheServerTheRest) {
  * them. Once a loop ends, PostgreSQL's timeout gives the idle backend its
  * whole mask back, and so does the abort of a cancelled loop (an error
  * cancels every timeout). A backend whose mask was narrowed to one CPU by
- * hand calls on that CPU.
+ * hand calls on that CPU, and one whose loop does more SQL between calls
+ * than the calls take stays where it is: its own CPUs bound it, not the
+ * worker.
  */
 TEST(CourierCluster, ABackendCallingBackToBackLeavesTheWorkersCpuUntilItStops) {
     const std::vector<int> cpus = own_cpus();
     if (cpus.size() < 2)
         GTEST_SKIP() << "needs two CPUs, this process may use " << cpus.size();
-    Cluster cluster;
+    /* The worker spins 1 ms for its next call: the working session below, which calls every 100 µs, then
+     * finds it running. With 50 µs it parked between calls, and waking it on an idle vCPU of a VM took
+     * longer than the SQL now and then: time the session did wait on the worker. */
+    Cluster cluster({"courier.spin_us = 1000"});
     ASSERT_TRUE(cluster.running()) << cluster.log();
     Conn c = cluster.connect();
     ASSERT_TRUE(c.exec("CREATE EXTENSION courier"));
@@ -704,6 +709,24 @@ TEST(CourierCluster, ABackendCallingBackToBackLeavesTheWorkersCpuUntilItStops) {
               "200000");
     EXPECT_EQ(threads_cpus(pinned.backend_pid()), std::vector<std::string>{std::to_string(cpus[0])});
     EXPECT_EQ(moves(), moves_before);
+
+    Conn working = cluster.connect();
+    const auto turns = [&] { return c.value("SELECT value FROM courier.stats() WHERE name = 'client_turns_given'"); };
+    const std::string turns_before = turns();
+    send(working, "SELECT count(*) FROM generate_series(1, 8000) g WHERE courier.echo('x') = 'x' "
+                  "AND (SELECT count(*) FROM generate_series(1, 2400 + g % 2)) > 0");
+    int looks = 0, away = 0;
+    while (PQconsumeInput(working.raw()) == 1 && PQisBusy(working.raw()) == 1) {
+        ++looks;
+        away += threads_cpus(working.backend_pid()) != whole;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_EQ(outcome(working), "8000");
+    /* A stretch beside the worker's thread, which it cannot run while the session spins, is the worker's
+     * time and may move the session for a look or two; the working loop as a whole stays. */
+    EXPECT_GE(looks, 10);
+    EXPECT_LT(away * 4, looks) << away << " of " << looks << " looks found the working session away";
+    EXPECT_NE(turns(), turns_before) << "no two calls came within a turn: the session never looked";
 }
 
 TEST(CourierCluster, WorkerCpusThatCannotBeGivenStopTheServerWithTheReason) {

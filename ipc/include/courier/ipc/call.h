@@ -33,21 +33,32 @@
  * as fast.
  *
  * Leaving the worker's CPU: a session that calls back to back (its calls
- * end within a turn of each other) takes the CPU its slot's worker thread
- * last ran on out of its own affinity mask, looks again every
- * cpu_check_period and follows that thread when it moves, and gets its
- * whole mask back once it stops (return_to_cpus(), which the host runs
- * after return_to_cpus_after without a look). When sessions outnumber the
- * CPUs, the kernel shares each CPU among the runnable threads, the worker's
- * too, and the sessions that spin or wake on the worker thread's CPU took
- * about half its time: it made 0.6M calls/s for 4 sessions and 0.35-0.48M
- * for 16 on 2 vCPUs. With the sessions off its CPU it keeps that CPU, as
- * when an operator sets courier.worker_cpus, but only while they call and
- * with nothing else PostgreSQL runs kept off: 1.1M calls/s for 4 and 16
- * sessions, and for 1 and 2 too (bench/README.md). Only the session's own
- * thread is moved, within the mask it had: one allowed a single CPU, or
- * whose worker thread runs where it may not, stays where it is. The host
- * turns this on (leave_server_cpu()): a test process keeps its CPUs.
+ * end within a turn of each other) and waits on the worker more than it
+ * works takes the CPU its slot's worker thread last ran on out of its own
+ * affinity mask. It looks again every cpu_check_period, follows that
+ * thread when it moves, goes back to its whole mask at a look that finds
+ * it working more than waiting, and gets its whole mask back once it stops
+ * (return_to_cpus(), which the host runs return_to_cpus_after its last
+ * look). "Waits more than it works": in at least half of its calls since
+ * the last look, the time since the previous call ended was shorter than
+ * the call took, times the other CPUs of its mask (note_gap).
+ *
+ * When sessions outnumber the CPUs, the kernel shares each CPU among the
+ * runnable threads, the worker's too, and the sessions that spin or wake
+ * on the worker thread's CPU took about half its time: it made 0.6M
+ * calls/s for 4 sessions and 0.35-0.48M for 16 on 2 vCPUs. With the
+ * sessions off its CPU it keeps that CPU, as when an operator sets
+ * courier.worker_cpus, but only while they call and with nothing else
+ * PostgreSQL runs kept off: 1.1-1.2M calls/s for 4 and 16 sessions
+ * (bench/README.md). The second condition is for sessions that are bound
+ * by their own CPUs: pgbench's 8 sessions (scripts/demo), each call a
+ * statement from a client over a socket, made 0.26M calls in 10 s instead
+ * of 0.46M when they left the worker's CPU too, crowding one vCPU with
+ * pgbench while the worker's idled; they do not leave now. Only the
+ * session's own thread is moved, within the mask it had: one allowed a
+ * single CPU, or whose worker thread runs where it may not, stays where it
+ * is. The host turns this on (leave_server_cpu()): a test process keeps
+ * its CPUs.
  *
  * ServerCall is the serving side of one call, from a slot accepted off the
  * doorbell (Dispatcher). It reads the request, writes the response, and
@@ -135,6 +146,7 @@ public:
 private:
     void take_turns(std::uint64_t now, SideCounters *counters);
     void look_for_server_cpu(std::uint64_t now, SideCounters *counters);
+    void note_gap(std::uint64_t gap_ns, std::uint64_t took_ns);
 
     Region *region_;
     Waker *waker_;
@@ -151,6 +163,9 @@ private:
     std::uint64_t turn_started_ns_ = 0;  // when this run of calls began, or this session last yielded
     void (*away_)() = nullptr;            // set: this session may leave its worker thread's CPU
     std::uint64_t next_look_ns_ = 0;      // when it next looks where that thread runs
+    std::uint32_t calls_since_look_ = 0;
+    std::uint32_t worker_bound_calls_ = 0;  // of those, the ones it spent more of its time in (note_gap)
+    unsigned own_cpu_count_ = 0;            // CPUs in own_cpus_; 0 until its first look
     CpuMask own_cpus_;                    // its mask before it left a CPU; read only while it has not
     std::atomic<int> left_cpu_{-1};       // the CPU it has left, -1: none
     std::atomic<bool> looking_{false};    // a look is under way: return_to_cpus() leaves it be

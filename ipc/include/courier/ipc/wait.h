@@ -277,6 +277,8 @@ struct CpuMask {
 bool read_cpu_mask(CpuMask *out);
 /* Sets the calling thread's mask; one system call, so safe in a signal handler. */
 bool write_cpu_mask(const CpuMask &mask);
+/* How many CPUs *mask has. */
+unsigned cpu_count(const CpuMask &mask);
 /* Takes `cpu` out of *mask if the mask has it and another CPU besides; false, *mask unchanged, otherwise. */
 bool without_cpu(CpuMask *mask, int cpu);
 
