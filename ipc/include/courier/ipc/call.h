@@ -161,14 +161,14 @@ private:
     std::uint64_t started_ns_ = 0;
     std::uint64_t last_end_ns_ = 0;      // when the last call ended
     std::uint64_t turn_started_ns_ = 0;  // when this run of calls began, or this session last yielded
-    void (*away_)() = nullptr;            // set: this session may leave its worker thread's CPU
-    std::uint64_t next_look_ns_ = 0;      // when it next looks where that thread runs
-    std::uint32_t calls_since_look_ = 0;
-    std::uint32_t worker_bound_calls_ = 0;  // of those, the ones it spent more of its time in (note_gap)
-    unsigned own_cpu_count_ = 0;            // CPUs in own_cpus_; 0 until its first look
-    CpuMask own_cpus_;                    // its mask before it left a CPU; read only while it has not
-    std::atomic<int> left_cpu_{-1};       // the CPU it has left, -1: none
-    std::atomic<bool> looking_{false};    // a look is under way: return_to_cpus() leaves it be
+    void (*away_)() = nullptr;             // set: this session may leave its worker thread's CPU
+    std::uint64_t next_look_ns_ = 0;       // when it next looks where that thread runs
+    std::uint64_t calls_since_look_ = 0;   // calls it ended since its last look
+    std::uint64_t worker_bound_calls_ = 0; // of those, the ones that were the worker's (note_gap)
+    unsigned own_cpu_count_ = 0;           // CPUs in own_cpus_; 0 until its first look
+    CpuMask own_cpus_;                     // its mask before it left a CPU; read only while it has not
+    std::atomic<int> left_cpu_{-1};        // the CPU it has left, -1: none
+    std::atomic<bool> looking_{false};     // a look is under way: return_to_cpus() leaves it be
 };
 
 class ServerCall {
