@@ -658,7 +658,7 @@ TEST(CourierCluster, ABackendCallingBackToBackLeavesTheWorkersCpuUntilItStops) {
     const std::vector<int> cpus = own_cpus();
     if (cpus.size() < 2)
         GTEST_SKIP() << "needs two CPUs, this process may use " << cpus.size();
-    /* The worker spins 1 ms for its next call: the working session below, which calls every 100 µs, then
+    /* The worker spins 1 ms for its next call: the working session below, which calls every 60 µs, then
      * finds it running. With 50 µs it parked between calls, and waking it on an idle vCPU of a VM took
      * longer than the SQL now and then: time the session did wait on the worker. */
     Cluster cluster({"courier.spin_us = 1000"});
@@ -713,15 +713,15 @@ TEST(CourierCluster, ABackendCallingBackToBackLeavesTheWorkersCpuUntilItStops) {
     Conn working = cluster.connect();
     const auto turns = [&] { return c.value("SELECT value FROM courier.stats() WHERE name = 'client_turns_given'"); };
     const std::string turns_before = turns();
-    send(working, "SELECT count(*) FROM generate_series(1, 8000) g WHERE courier.echo('x') = 'x' "
-                  "AND (SELECT count(*) FROM generate_series(1, 2400 + g % 2)) > 0");
+    send(working, "SELECT count(*) FROM generate_series(1, 12000) g WHERE courier.echo('x') = 'x' "
+                  "AND (SELECT count(*) FROM generate_series(1, 1400 + g % 2)) > 0");
     int looks = 0, away = 0;
     while (PQconsumeInput(working.raw()) == 1 && PQisBusy(working.raw()) == 1) {
         ++looks;
         away += threads_cpus(working.backend_pid()) != whole;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    EXPECT_EQ(outcome(working), "8000");
+    EXPECT_EQ(outcome(working), "12000");
     /* A stretch beside the worker's thread, which it cannot run while the session spins, is the worker's
      * time and may move the session for a look or two; the working loop as a whole stays. */
     EXPECT_GE(looks, 10);
