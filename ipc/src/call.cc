@@ -104,11 +104,13 @@ Status Client::read_abort_reason(std::vector<std::byte> *why) {
 
 void Client::end(Status outcome) {
     const std::uint64_t now = call_clock_ns();
-    if (attempted_ && region_->stats().valid() && handle_.valid())
-        region_->stats().record_call(handle_.index, runtime_, since(started_ns_, now),
-                                     outcome != Status::ok || reader_.kind() == FrameKind::error);
-    if (attempted_)
-        note_gap(since(last_end_ns_, started_ns_), since(started_ns_, now));
+    if (attempted_) {
+        const std::uint64_t took = since(started_ns_, now);
+        if (region_->stats().valid() && handle_.valid())
+            region_->stats().record_call(handle_.index, runtime_, took,
+                                         outcome != Status::ok || reader_.kind() == FrameKind::error);
+        note_gap(since(last_end_ns_, started_ns_), took);
+    }
     attempted_ = false;
     const std::uint32_t index = handle_.valid() ? handle_.index : 0;
     SideCounters *counters = handle_.valid() ? region_->stats().client_counters(index) : nullptr;

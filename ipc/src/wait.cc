@@ -55,8 +55,6 @@ void init_waiter(Waiter &waiter) {
     waiter.cpu.store(-1, std::memory_order_relaxed);
 }
 
-static_assert(sizeof(CpuMask) * 8 >= 1024, "a CpuMask holds 1024 CPUs");
-
 #if defined(__linux__)
 static_assert(sizeof(CpuMask) == sizeof(cpu_set_t), "a CpuMask is a cpu_set_t");
 
