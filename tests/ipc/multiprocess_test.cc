@@ -431,9 +431,15 @@ TEST(MultiProcess, ASessionAllowedOneCpuCallingNowAndThenOrWorkingBetweenCallsSt
     const StatsSnapshot now_and_then = leaving_session(a, a, a, {a, b}, stays(1000us));
     EXPECT_GT(now_and_then.calls, 2u);
     EXPECT_EQ(side(now_and_then.client, Counter::cpu_moves), 0u);
-    const StatsSnapshot working = leaving_session(a, a, b, {a, b}, stays(0us, 100us));
-    EXPECT_GT(working.calls, 2u);
-    EXPECT_GT(side(working.client, Counter::turns_given), 0u);
+    /* The case arises only if calls come within a turn: on a busy machine a preempted session may miss every
+     * turn, and the test tries again (20 tries at most); no try may move it for long. */
+    std::uint64_t turns = 0;
+    for (int attempt = 0; attempt < 20 && turns == 0; ++attempt) {
+        const StatsSnapshot working = leaving_session(a, a, b, {a, b}, stays(0us, 100us));
+        EXPECT_GT(working.calls, 2u);
+        turns = side(working.client, Counter::turns_given);
+    }
+    EXPECT_GT(turns, 0u);
 }
 
 TEST(MultiProcess, AbandonRacesNeverReuseASlotTheServerMayWrite) {
