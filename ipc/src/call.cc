@@ -90,12 +90,14 @@ Status Client::finish_request() {
     if (Status s = writer_.finish(); s != Status::ok)
         return s;
     reader_ = MessageReader(ep_);
+    reader_.whole_turn();
     return Status::ok;
 }
 
 Status Client::read_abort_reason(std::vector<std::byte> *why) {
     reader_.release();
     reader_ = MessageReader(ep_);
+    reader_.whole_turn();
     const Status s = reader_.read_all(why);
     if (s == Status::ok && reader_.kind() != FrameKind::error)
         return Status::corrupt;
@@ -232,7 +234,9 @@ ServerCall::ServerCall(Region &region, const Accepted &call, Waker &waker, const
                        const std::atomic<bool> *stopping)
     : ep_{&region, call.index, call.generation, 0, false, &waker, policy, region.stats().server_counters(call.index),
           stopping},
-      reader_(ep_) {}
+      reader_(ep_) {
+    reader_.whole_turn();
+}
 
 Status ServerCall::read_function(std::span<char, max_function_name + 1> name, std::size_t *length) {
     std::size_t len = 0;

@@ -270,7 +270,9 @@ void MessageReader::release() {
         return;
     ring_.consume(frame_);
     holding_ = false;
-    notify_room(*ep_);
+    const std::uint16_t flags = frame_.header.flags;
+    if (!whole_turn_ || !(flags & frame_last) || (flags & frame_aborted))
+        notify_room(*ep_);
 }
 
 Status MessageReader::read_all(std::vector<std::byte> *out) {
