@@ -114,7 +114,7 @@
 namespace courier::ipc {
 
 inline constexpr std::uint64_t region_magic = 0x4e4f494745524f43ull;  // "COREGION"
-inline constexpr std::uint32_t region_version = 5;
+inline constexpr std::uint32_t region_version = 6;
 
 /* How long a client parks before it looks again for an answer whose wake may be owed (wait.h). */
 inline constexpr std::chrono::nanoseconds owed_wake_recheck = std::chrono::milliseconds(1);
@@ -143,12 +143,14 @@ struct alignas(cache_line) RegionHeader {
     std::uint64_t max_message_size;
     std::uint64_t region_size;
     std::uint32_t runtimes;
+    /* The cap on Waiters spinning at once: spinners_per_cpu a usable CPU, or no_spinner_cap. Read at every
+     * wait, so not on the line of the count, which the waiters write. */
+    std::uint32_t max_spinners;
     alignas(cache_line) std::atomic<std::uint64_t> freelist_head;
     alignas(cache_line) std::atomic<std::uint64_t> server_epoch;
     Waiter cancels;  // the worker's cancel watcher parks here (futex)
-    /* Waiters spinning right now, and the cap (one per usable CPU, or no_spinner_cap). */
+    /* Waiters spinning right now. */
     alignas(cache_line) std::atomic<std::uint32_t> spinners;
-    std::uint32_t max_spinners;
 };
 
 /*
