@@ -674,7 +674,7 @@ TEST(CourierCluster, ABackendCallingBackToBackLeavesTheWorkersCpuUntilItStops) {
     ASSERT_TRUE(courier::worker::parse_cpu_list(whole[0], &all, &error)) << error;
     const auto moves = [&] { return c.value("SELECT value FROM courier.stats() WHERE name = 'client_cpu_moves'"); };
     const auto loops = [&](const std::string &calls) {
-        send(looping, "SELECT count(*) FROM generate_series(1, " + calls + ") g WHERE courier.echo('x') = 'x'");
+        send(looping, "SELECT count(*) FROM (SELECT generate_series(1, " + calls + ")) g WHERE courier.echo('x') = 'x'");
         std::string narrowed;
         EXPECT_TRUE(eventually([&] { return (narrowed = threads_cpus(backend).at(0)) != whole[0]; }, 30))
             << "the looping backend's mask stayed " << whole[0];
@@ -727,6 +727,72 @@ TEST(CourierCluster, ABackendCallingBackToBackLeavesTheWorkersCpuUntilItStops) {
     EXPECT_GE(looks, 10);
     EXPECT_LT(away * 4, looks) << away << " of " << looks << " looks found the working session away";
     EXPECT_NE(turns(), turns_before) << "no two calls came within a turn: the session never looked";
+}
+
+/*
+ * The rule in a crowd: six backends loop (more sessions than cores) beside
+ * one long call that holds a pool thread, and each of them leaves a CPU
+ * while the long call runs. Then the ways out while they are away: three
+ * are cancelled, and the worker's stop fails the long call and the calls
+ * in flight (a backend between calls waits for the successor and loops
+ * on, so it is cancelled once the successor serves). Every backend gets
+ * its whole mask back, and calls again.
+ */
+TEST(CourierCluster, ACrowdOfLoopingBackendsBesideALongCallLeavesAndGetsItsCpusBackOnEveryWayOut) {
+    const std::vector<int> cpus = own_cpus();
+    if (cpus.size() < 2)
+        GTEST_SKIP() << "needs two CPUs, this process may use " << cpus.size();
+    Cluster cluster;
+    ASSERT_TRUE(cluster.running()) << cluster.log();
+    Conn c = cluster.connect();
+    ASSERT_TRUE(c.exec("CREATE EXTENSION courier"));
+    Conn slow = cluster.connect();
+    send(slow, "SELECT courier.call('sleep', '120000')");
+    ASSERT_TRUE(eventually([&] { return count_slots(c, "serving") == 1; }, 5));
+
+    std::vector<Conn> loops;
+    for (int i = 0; i < 6; ++i)
+        loops.push_back(cluster.connect());
+    const std::vector<std::string> whole = threads_cpus(loops[0].backend_pid());
+    const auto busy = [](Conn &l) { return PQconsumeInput(l.raw()) == 1 && PQisBusy(l.raw()) == 1; };
+    /* generate_series in the select list yields row by row; in FROM it would store 200M rows first. */
+    for (Conn &l : loops)
+        send(l, "SELECT count(*) FROM (SELECT generate_series(1, 200000000)) g WHERE courier.echo('x') = 'x'");
+    std::vector<bool> left(loops.size(), false);
+    ASSERT_TRUE(eventually([&] {
+        bool all = true;
+        for (std::size_t i = 0; i < loops.size(); ++i)
+            all = (left[i] = left[i] || threads_cpus(loops[i].backend_pid()) != whole) && all;
+        return all;
+    }, 60)) << "a looping backend never left a CPU: " << [&] {
+        std::string who;
+        for (std::size_t i = 0; i < loops.size(); ++i)
+            who += std::to_string(i) + (left[i] ? " left, " : " stayed, ");
+        return who + c.value("SELECT string_agg(name || '=' || value, ' ') FROM courier.stats() WHERE name IN "
+                             "('client_cpu_moves', 'client_turns_given', 'calls', 'client_sleeps', 'worker_threads')");
+    }();
+    for (Conn &l : loops)
+        ASSERT_TRUE(busy(l)) << "a loop of 200M calls ended";
+    ASSERT_TRUE(busy(slow)) << "the long call ended before the loops had all left";
+
+    for (std::size_t i = 0; i < 3; ++i) {
+        admin_cancel(c, loops[i]);
+        EXPECT_NE(sent_error(loops[i]).find("canceling statement"), std::string::npos) << "session " << i;
+    }
+    const pid_t worker = worker_pid(c);
+    ASSERT_EQ(kill(worker, SIGTERM), 0);
+    EXPECT_NE(sent_error(slow).find("courier worker"), std::string::npos);
+    ASSERT_TRUE(eventually([&] { return worker_pid(c) > 0 && worker_pid(c) != worker; }, 10));
+    for (std::size_t i = 3; i < loops.size(); ++i) {
+        if (busy(loops[i]))
+            admin_cancel(c, loops[i]);
+        EXPECT_NE(sent_error(loops[i]), "") << "session " << i << " ended its loop without an error";
+    }
+    for (std::size_t i = 0; i < loops.size(); ++i)
+        EXPECT_TRUE(eventually([&] { return threads_cpus(loops[i].backend_pid()) == whole; }, 30))
+            << "session " << i << " stayed on " << threads_cpus(loops[i].backend_pid()).at(0);
+    for (Conn &l : loops)
+        EXPECT_EQ(l.value("SELECT convert_from(courier.echo('again'), 'UTF8')"), "again");
 }
 
 TEST(CourierCluster, WorkerCpusThatCannotBeGivenStopTheServerWithTheReason) {
