@@ -375,7 +375,6 @@ void append_message(StringInfo msg, const std::byte *bytes, std::size_t n) {
     ipc::MessageReader &reader = client->response();
     reader.release();
     reader = ipc::MessageReader(reader.endpoint());
-    reader.whole_turn();
     for (bool last = false; !last;) {
         std::span<const std::byte> chunk;
         pump([&] { return reader.next(&chunk, &last); });

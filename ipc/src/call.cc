@@ -32,6 +32,7 @@ Status Client::open() {
     /* The slot's side of every call's Endpoint; start() sets the call's. */
     ep_ = Endpoint{region_, handle_.index, handle_.generation, 0, true, waker_, {},
                    region_->stats().client_counters(handle_.index)};
+    ep_.whole_turns = true;
     return Status::ok;
 }
 
@@ -90,14 +91,12 @@ Status Client::finish_request() {
     if (Status s = writer_.finish(); s != Status::ok)
         return s;
     reader_ = MessageReader(ep_);
-    reader_.whole_turn();
     return Status::ok;
 }
 
 Status Client::read_abort_reason(std::vector<std::byte> *why) {
     reader_.release();
     reader_ = MessageReader(ep_);
-    reader_.whole_turn();
     const Status s = reader_.read_all(why);
     if (s == Status::ok && reader_.kind() != FrameKind::error)
         return Status::corrupt;
@@ -235,7 +234,7 @@ ServerCall::ServerCall(Region &region, const Accepted &call, Waker &waker, const
     : ep_{&region, call.index, call.generation, 0, false, &waker, policy, region.stats().server_counters(call.index),
           stopping},
       reader_(ep_) {
-    reader_.whole_turn();
+    ep_.whole_turns = true;
 }
 
 Status ServerCall::read_function(std::span<char, max_function_name + 1> name, std::size_t *length) {

@@ -271,7 +271,7 @@ void MessageReader::release() {
     ring_.consume(frame_);
     holding_ = false;
     const std::uint16_t flags = frame_.header.flags;
-    if (!whole_turn_ || !(flags & frame_last) || (flags & frame_aborted))
+    if (!ep_->whole_turns || !(flags & frame_last) || (flags & frame_aborted))
         notify_room(*ep_);
 }
 
