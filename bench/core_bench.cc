@@ -9,6 +9,8 @@
  *   core_one_cpu  the same with both processes pinned to one CPU
  *   core_one_thread  both sides in one thread, in turn: the code's own cost
  *   core_park  the ipc core, spin 0: every wait parks on a futex
+ *   core_rings core_spin's messages through one slot's rings, one call held
+ *              open: the message and wait layers without the slot protocol
  *   pipe       two pipes
  *   socket     a Unix-domain socketpair
  *   mqueue     two Boost.Interprocess message_queues
@@ -309,12 +311,21 @@ struct CoreServer {
 };
 
 /*
- * settle: before timing, call until the server has answered 256 calls in a
- * row from another CPU (at most 2 s; never on one CPU). The kernel starts a
+ * Before timing, calls until the server has answered 256 calls in a row
+ * from another CPU (at most 2 s; never on one CPU). The kernel starts a
  * woken server on its caller's CPU, and two sides that spin are parted by
  * the load balancer only after tens of ms: without this a quick run timed
- * mostly the two sides taking turns on one CPU (core_one_cpu).
+ * mostly the two sides taking turns on one CPU (core_one_cpu). The round
+ * trips it makes are on top of time_round_trips()'s.
  */
+void settle_apart(const std::function<void()> &round_trip, const std::atomic<std::uint64_t> &server_cpu) {
+    const auto settle_end = clock_type::now() + std::chrono::seconds(2);
+    for (int apart = 0; apart < 256 && clock_type::now() < settle_end;) {
+        round_trip();
+        apart = server_cpu.load(std::memory_order_relaxed) != static_cast<std::uint64_t>(sched_getcpu()) ? apart + 1 : 0;
+    }
+}
+
 Figures bench_core(int rounds, std::chrono::nanoseconds spin, bool settle = false) {
     CoreServer server(65536, 1 << 20, spin);
     FutexWaker waker;
@@ -329,12 +340,69 @@ Figures bench_core(int rounds, std::chrono::nanoseconds spin, bool settle = fals
         if (client.call(0, "echo", req, &out, &kind, policy) != Status::ok || out.size() != msg)
             std::abort();
     };
-    const auto settle_end = clock_type::now() + std::chrono::seconds(2);
-    for (int apart = 0; settle && apart < 256 && clock_type::now() < settle_end;) {
-        round_trip();
-        apart = server.cpu().load(std::memory_order_relaxed) != static_cast<std::uint64_t>(sched_getcpu()) ? apart + 1 : 0;
-    }
+    if (settle)
+        settle_apart(round_trip, server.cpu());
     return time_round_trips(rounds, round_trip);
+}
+
+/*
+ * The same messages through one slot's rings with one call held open for
+ * the whole run: the message and wait layers without begin_call, the
+ * watch, accept and let-go. core_spin minus this is what the slot
+ * protocol adds to a call.
+ */
+Figures bench_core_rings(int rounds) {
+    auto seg = bench_segment("courier-bench-rings-", 65536, 1 << 20);
+    Region &region = seg->region();
+    FutexWaker waker;
+    region.begin_server_epoch(waker);
+    SlotHandle slot;
+    std::uint64_t epoch = 0, generation = 0;
+    bool watched = false;
+    if (region.lease(getpid(), &slot) != Status::ok || region.begin_call(slot, 0, &epoch, &watched) != Status::ok ||
+        region.accept(slot.index, waker, &generation) != Status::ok)
+        std::abort();
+    WaitPolicy policy;
+    policy.spin = std::chrono::microseconds(50);
+    const auto endpoint = [&](bool client) {
+        Endpoint ep{&region, slot.index, slot.generation, epoch, client, &waker, policy, nullptr};
+        ep.whole_turns = true;
+        return ep;
+    };
+    const auto send = [](const Endpoint &ep, FrameKind kind, std::span<const std::byte> bytes) {
+        MessageWriter w(ep, kind, bytes.size());
+        if (w.write(bytes) != Status::ok || w.finish() != Status::ok)
+            std::abort();
+    };
+    const auto receive = [](const Endpoint &ep, std::vector<std::byte> *out) {
+        MessageReader r(ep);
+        if (r.read_all(out) != Status::ok || out->size() != msg)
+            std::abort();
+        r.release();
+    };
+    auto *server_cpu = reinterpret_cast<std::atomic<std::uint64_t> *>(seg->caller_area());
+    const std::vector<std::byte> req(msg, std::byte{7}), stop(msg, std::byte{0});
+    const pid_t pid = fork_child([&] {
+        const Endpoint server = endpoint(false);
+        std::vector<std::byte> got;
+        do {
+            receive(server, &got);
+            server_cpu->store(sched_getcpu(), std::memory_order_relaxed);
+            send(server, FrameKind::response, got);
+        } while (got != stop);
+    });
+    const Endpoint client = endpoint(true);
+    std::vector<std::byte> out;
+    const auto round_trip = [&] {
+        send(client, FrameKind::request, req);
+        receive(client, &out);
+    };
+    settle_apart(round_trip, *server_cpu);
+    const Figures f = time_round_trips(rounds, round_trip);
+    send(client, FrameKind::request, stop);
+    receive(client, &out);
+    waitpid(pid, nullptr, 0);
+    return f;
 }
 
 Figures bench_core_one_cpu(int rounds) {
@@ -425,6 +493,7 @@ int main(int argc, char **argv) {
     std::printf("{\n  \"rtt_64B\": {\n");
     print_figures("floor", bench_floor(rounds));
     print_figures("core_spin", bench_core(rounds, std::chrono::microseconds(50), true));
+    print_figures("core_rings", bench_core_rings(rounds));
     print_figures("core_one_cpu", bench_core_one_cpu(rounds / 4));
     print_figures("core_one_thread", bench_core_one_thread(rounds));
     print_figures("core_park", bench_core(rounds / 4, std::chrono::nanoseconds(0)));
