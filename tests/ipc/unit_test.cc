@@ -1064,6 +1064,30 @@ TEST(Wait, SpinningIsCappedRegionWide) {
     EXPECT_EQ(r.header().spinners.load(), 2u);
 }
 
+/*
+ * A wait's first look is its probe's (wait.h): a check there read the
+ * ring's tail just before the peer wrote it. With nothing to spin, a wait
+ * whose probe says no runs its check only once it has announced sleeping;
+ * one whose probe says yes runs it at once.
+ */
+TEST(Wait, TheFirstLookIsTheProbes) {
+    TestSegment seg(params());
+    Waiter &w = seg.region().slot(0)->client;
+    FutexWaker waker;
+    WaitPolicy p;
+    p.spin = std::chrono::nanoseconds(0);
+    for (const bool probe_says : {false, true}) {
+        std::vector<std::uint32_t> sleeping_at_check;
+        const auto check = [&] {
+            sleeping_at_check.push_back(w.sleeping.load());
+            return Status::ok;
+        };
+        EXPECT_EQ(wait_until_probed(w, waker, p, nullptr, [&] { return probe_says; }, check), Status::ok);
+        ASSERT_EQ(sleeping_at_check.size(), 1u);
+        EXPECT_EQ(sleeping_at_check[0] != 0, !probe_says) << "probe said " << probe_says;
+    }
+}
+
 /* With the cap lifted (a server on CPUs of its own), every waiter spins: four at once here, all spin hits. */
 /*
  * The backstop (wait.h): a bounded park looks again without any wake and

@@ -92,7 +92,11 @@
  * the call (the slot's state at accept and let-go, the ring's tail): read on
  * every poll, each of those writes had to take the line back from the
  * spinner and the spinner to fetch it again (bench/README.md). The probe is
- * no part of the handshake: the re-check after announcing is check().
+ * no part of the handshake: the re-check after announcing is check(). The
+ * first look of a wait is the probe's too: a check there read the ring's
+ * tail just before the peer wrote it, once a message each way, and a round
+ * trip through a slot's rings took 0.54 µs instead of 0.48 (core_rings,
+ * bench/README.md).
  *
  * A wait may be bounded (policy.recheck): a client's wake may be owed
  * (region.h), left by a busy serving thread for others to make, and all
@@ -452,7 +456,7 @@ template <typename Probe, typename Check>
 Status wait_until_probed(Waiter &self, Waker &waker, const WaitPolicy &policy, SideCounters *counters,
                          Probe &&probe, Check &&check, SleepingFor why = sleeping_for_data) {
     using clock = std::chrono::steady_clock;
-    Status s = check();
+    Status s = probe() ? check() : Status::would_block;
     if (s != Status::would_block)
         return s;
 
