@@ -1052,16 +1052,43 @@ TEST(Wait, SpinningIsCappedRegionWide) {
     leave_spin(p);
     EXPECT_EQ(r.header().spinners.load(), 0u);
 
-    /* A waiter that may not spin parks immediately: no spin hit even with a budget. */
+    /*
+     * A waiter the cap refuses parks at its uncounted_polls-th poll, though
+     * its budget is 50 ms (a look at the start, one a poll before it). One
+     * the cap admits is counted from that poll on, and no longer once done.
+     */
     r.header().spinners.store(2);
     FutexWaker waker;
     Waiter &w = r.slot(0)->client;
     SideCounters *c = &seg.stats().slot(0)->client;
     p.spin = std::chrono::milliseconds(50);
     p.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
-    EXPECT_EQ(wait_until(w, waker, p, c, [] { return Status::would_block; }), Status::timeout);
+    unsigned looks = 0;
+    const auto look = [&] {
+        ++looks;
+        return false;
+    };
+    const auto never = [] { return Status::would_block; };
+    EXPECT_EQ(wait_until_probed(w, waker, p, c, look, never), Status::timeout);
+    EXPECT_EQ(looks, uncounted_polls);  // the first look and polls 1 to uncounted_polls - 1
     EXPECT_EQ(read_stats(seg.stats()).client[static_cast<int>(Counter::sleeps)], 1u);
     EXPECT_EQ(r.header().spinners.load(), 2u);
+
+    r.header().spinners.store(0);
+    looks = 0;
+    unsigned counted_at = 0;
+    const auto counted = [&] {
+        ++looks;
+        if (counted_at == 0 && r.header().spinners.load() == 1)
+            counted_at = looks;
+        return looks > 4 * uncounted_polls;  // then check() ends the wait
+    };
+    unsigned checks = 0;
+    const auto done_late = [&] { return ++checks > 1 ? Status::ok : Status::would_block; };
+    p.deadline = std::chrono::steady_clock::time_point::max();
+    EXPECT_EQ(wait_until_probed(w, waker, p, c, counted, done_late), Status::ok);
+    EXPECT_EQ(counted_at, uncounted_polls + 1);  // counted at poll uncounted_polls, whose look is the 1 + its number
+    EXPECT_EQ(r.header().spinners.load(), 0u);
 }
 
 /*
