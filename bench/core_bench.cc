@@ -6,11 +6,11 @@
  *   core_spin  the ipc core, default spin budget, the two sides on two CPUs
  *              (timed once the load balancer has parted them: a woken
  *              server starts on its caller's CPU)
- *   core_one_cpu  the same with both processes pinned to one CPU
- *   core_one_thread  both sides in one thread, in turn: the code's own cost
- *   core_park  the ipc core, spin 0: every wait parks on a futex
  *   core_rings core_spin's messages through one slot's rings, one call held
  *              open: the message and wait layers without the slot protocol
+ *   core_one_cpu  core_spin with both processes pinned to one CPU
+ *   core_one_thread  both sides in one thread, in turn: the code's own cost
+ *   core_park  the ipc core, spin 0: every wait parks on a futex
  *   pipe       two pipes
  *   socket     a Unix-domain socketpair
  *   mqueue     two Boost.Interprocess message_queues
