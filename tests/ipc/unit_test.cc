@@ -1092,6 +1092,36 @@ TEST(Wait, SpinningIsCappedRegionWide) {
 }
 
 /*
+ * A pending interrupt (a cancel, a statement_timeout) ends every wait,
+ * whether the cap refuses the waiter at its uncounted_polls-th poll (then
+ * before it parks) or admits it (then within its spin), with no deadline
+ * and nothing to wait for; the admitted one leaves the count as it found it.
+ */
+TEST(Wait, AnInterruptEndsAWaitTheCapRefusesOrAdmits) {
+    struct Interrupting final : Waker {
+        FutexWaker futex;
+        std::uint32_t prepare(Waiter &self) override { return futex.prepare(self); }
+        ParkResult park(Waiter &, std::uint32_t, std::chrono::nanoseconds) override { return ParkResult::interrupted; }
+        void wake(Waiter &peer) override { futex.wake(peer); }
+        bool interrupted(const Waiter &) const override { return true; }
+    } waker;
+    TestSegment seg(params());
+    Region &r = seg.region();
+    r.header().max_spinners = 1;
+    WaitPolicy p = r.with_spinner_cap(WaitPolicy{});
+    p.max_spinners = 1;
+    p.spin = std::chrono::seconds(30);
+    Waiter &w = r.slot(0)->client;
+    for (const std::uint32_t others : {1u, 0u}) {
+        r.header().spinners.store(others);
+        EXPECT_EQ(wait_until_probed(w, waker, p, nullptr, [] { return false; }, [] { return Status::would_block; }),
+                  Status::interrupted)
+            << others << " spinning before";
+        EXPECT_EQ(r.header().spinners.load(), others);
+    }
+}
+
+/*
  * A wait's first look is its probe's (wait.h): a check there read the
  * ring's tail just before the peer wrote it. With nothing to spin, a wait
  * whose probe says no runs its check only once it has announced sleeping;
