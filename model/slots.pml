@@ -49,6 +49,7 @@
  *                        client sleeps on a response that is there
  *   every_call_ends      when everything is quiet, every client is done
  *                        (each call got its response or failed cleanly)
+ *   no_double_serve      no two live threads serve one slot at once
  *
  * Mutations, each of which model/check expects to fail no_lost_wakeup:
  *   -DSINGLE_FLAG        the dispatcher before issue 10: one `sleeping` flag
@@ -127,6 +128,28 @@
  *                   (lost_wakeup with abandons: a call rung and abandoned
  *                   leaves a bit that makes the thread owe, and nobody
  *                   else pays while every thread is idle)
+ *
+ * -DKEEP: the kept call (issue 12, region.h). A thread that answers may
+ * keep the call: HS and AS stay set and the response says kept. The
+ * session's next call, in the same epoch, writes its request with no
+ * begin_call, no bell and no notify (Client::write_to_keeper); otherwise
+ * it recalls (RC, a CAS that sets it only while HS is set) and begins as
+ * usual. The keeper becomes the bell's spinner (or lets go at once) and
+ * polls the request; at its "64th poll" it makes the answer's deferred
+ * notify; the spin ends at any point (the bell, the budget, RC, the client
+ * gone, a stop: all nondeterminism here) and then it lets go, as a call's
+ * finish does. A session that finds HS clear and no answer while its
+ * request went to the keeper begins the call then and rings for it
+ * (Endpoint::begin_after_let_go). The 64th poll's notify is for latency
+ * only: the let-go always wakes, so the model cannot miss its absence; a
+ * unit test checks it (Keep.AKeeperWakesItsParkedSessionWithoutLettingGo).
+ * Configurations: dispatch, and restart with one session of two calls
+ * (dispatch with abandons is past what CI can run). Mutations:
+ *   -DRESUME_NO_RING       the session begins the call after the let-go but
+ *                          does not ring: nobody takes it (call_hung)
+ *   -DSERVE_AFTER_LET_GO   the keeper looks at the ring once more after its
+ *                          let-go and serves what it finds: the slot may be
+ *                          free by then (free_in_use)
  */
 
 #define NS 2            /* slots */
@@ -146,6 +169,7 @@
 #define HS 2            /* held_by_server */
 #define AS 4            /* accepted_by_server */
 #define WS 8            /* watched_by_server (-DWATCH) */
+#define RC 16           /* recalled_by_client (-DKEEP) */
 
 /* ---- region (region.h) */
 byte state[NS];
@@ -162,6 +186,7 @@ bit  request[NS];
 byte request_gen[NS];
 bit  response[NS];
 byte response_gen[NS];
+bit  response_kept[NS];  /* the response's last frame says the thread keeps the call (-DKEEP) */
 
 /* ---- the runtime's DispatchControl */
 byte idle_sleeping;     /* parked threads (a flag with SINGLE_FLAG) */
@@ -195,7 +220,7 @@ bit  owed[NS];
 bit  taken1;                 /* -DHOLD: a thread has taken client 1's call */
 
 /* ---- what the claims look at */
-bit double_lease, free_in_use, generation_reused, lost_wakeup, call_hung;
+bit double_lease, free_in_use, generation_reused, lost_wakeup, call_hung, double_serve;
 
 /*
  * FreeList::push (push_free). The stack itself is one step here: its ABA tag
@@ -205,7 +230,7 @@ bit double_lease, free_in_use, generation_reused, lost_wakeup, call_hung;
 inline push_free(i) {
     atomic {
         if
-        :: (state[i] & (HC | HS | WS)) != 0 || on_free[i] -> free_in_use = 1; assert(!free_in_use)
+        :: (state[i] & (HC | HS | WS | RC)) != 0 || on_free[i] -> free_in_use = 1; assert(!free_in_use)
         :: else -> skip
         fi;
         k = 0;
@@ -216,6 +241,17 @@ inline push_free(i) {
         od;
         link[i] = head_idx; head_idx = i; on_free[i] = 1
     }
+}
+
+/* Thread `id` starts serving slot i: no other live thread may be serving it (double_serve). */
+inline serve_slot(i) {
+    k = 0;
+    do
+    :: k < NTHREADS && k != id && serving_by[k] == i -> double_serve = 1; assert(!double_serve)
+    :: k < NTHREADS && (k == id || serving_by[k] != i) -> k++
+    :: else -> k = 0; break
+    od;
+    serving_by[id] = i
 }
 
 /* Waker::wake on the idle Waiter: the word changes, one sleeper leaves the queue. */
@@ -314,6 +350,9 @@ inline give_back(idx) {
 proctype Client(byte me) {
     byte idx = NIL, mygen, epoch, calls, prev, k;
     bit ok, skip_ring;
+#ifdef KEEP
+    bit kept, keptpath;   /* the last answer said kept; this request went to the keeper */
+#endif
 
     do
     :: calls == CALLS -> break
@@ -343,6 +382,20 @@ proctype Client(byte me) {
 #ifdef HOLD
         (me != 0 || taken1);     /* client 0 calls once client 1's call is taken */
 #endif
+#ifdef KEEP
+        /*
+         * Client::start after a kept answer: in the same epoch the request may go straight to the
+         * keeper; else (another runtime, a request of more than one frame, a new epoch) the session
+         * recalls the call (a CAS: only while the server holds it) and begins as any call does.
+         */
+        if
+        :: kept && server_epoch == epoch -> kept = 0; keptpath = 1; goto request_out
+        :: kept ->
+           kept = 0;
+           atomic { if :: (state[idx] & HS) && !(state[idx] & RC) -> state[idx] = state[idx] | RC :: else -> skip fi }
+        :: !kept -> skip
+        fi;
+#endif
         /* Client::start: begin_call waits while the previous call's server has not let go */
         do
         :: atomic { (state[idx] & HS) == 0 -> epoch = server_epoch }
@@ -360,28 +413,69 @@ proctype Client(byte me) {
         od;
 
         /* the request frame, then ring_doorbell: the bit, then notify_idle */
+request_out:
         atomic { request[idx] = 1; request_gen[idx] = mygen }
         if
         :: skip_ring -> skip_ring = 0    /* the watcher will see the call (-DWATCH) */
+#ifdef KEEP
+        :: keptpath -> skip              /* the keeper polls the request ring */
+#endif
         :: else ->
            bell[idx] = 1;
            notify_idle()
         fi;
 #ifndef NO_FIRST_NOTIFY
-        /* a thread may have taken the call before this frame (a watcher, or a stale bit of a dead epoch) */
+        /* a thread may have taken the call before this frame (a watcher, or a stale bit of a dead epoch);
+         * not a kept call: only its keeper holds it, and it polls */
+#ifdef KEEP
+        if :: !keptpath -> notify_server(idx) :: else -> skip fi;
+#else
         notify_server(idx);
+#endif
 #endif
 
         /* MessageReader::wait_frame: the response, or why there is none */
         do
-        :: atomic { response[idx] && response_gen[idx] == mygen -> response[idx] = 0; ok = 1 }
+        :: atomic { response[idx] && response_gen[idx] == mygen -> response[idx] = 0; ok = 1
+#ifdef KEEP
+                    ; kept = response_kept[idx]; keptpath = 0
+#endif
+           }
            break
         :: atomic { !response[idx] && server_epoch != epoch -> ok = 0 }
            break
         :: atomic { !response[idx] && server_epoch == epoch && (state[idx] & HS) == 0 -> ok = 0 }
            /* the last look: published before the server let go? */
-           atomic { if :: response[idx] && response_gen[idx] == mygen -> response[idx] = 0; ok = 1 :: else -> skip fi }
+           atomic { if :: response[idx] && response_gen[idx] == mygen -> response[idx] = 0; ok = 1
+#ifdef KEEP
+                                ; kept = response_kept[idx]; keptpath = 0
+#endif
+                    :: else -> skip fi }
+#ifdef KEEP
+           /*
+            * Endpoint::begin_after_let_go: no answer, and the keeper let go without taking the request,
+            * which waits in the ring: the call begins now (the word's HS is clear: only this session
+            * sets it), and rings, the request's first frame having gone out without a bell.
+            */
+           if
+           :: !ok && keptpath ->
+              keptpath = 0;
+              atomic { (state[idx] & HS) == 0 -> epoch = server_epoch }
+              atomic { call_epoch[idx] = epoch; skip_ring = (state[idx] & WS) != 0; state[idx] = state[idx] | HS }
+              if
+              :: skip_ring -> skip_ring = 0
+#ifndef RESUME_NO_RING
+              :: else -> bell[idx] = 1; notify_idle()
+#else
+              :: else -> skip
+#endif
+              fi;
+              notify_server(idx)
+           :: else -> break
+           fi
+#else
            break
+#endif
         :: atomic { !response[idx] && server_epoch == epoch && (state[idx] & HS) != 0 } ->
             CLIENT_PREPARE;
             if
@@ -392,6 +486,10 @@ proctype Client(byte me) {
         :: ok = 0; break                          /* cancelled, timed out, or the backend exits */
 #endif
         od;
+#ifdef KEEP
+        keptpath = 0;
+        if :: !ok -> kept = 0 :: else -> skip fi;
+#endif
         if
         :: ok -> ok = 0
         :: !ok -> give_back(idx)                  /* Client::end abandons a failed call */
@@ -413,7 +511,7 @@ next_call:
 
 /* Region::finish_serving: clear both server bits; free the slot if its client left. */
 inline finish_serving(i) {
-    atomic { prev = state[i]; state[i] = state[i] & ~(HS | AS); serving_by[id] = NIL }
+    atomic { prev = state[i]; state[i] = state[i] & ~(HS | AS | RC); serving_by[id] = NIL }
     if
     :: (prev & HS) && (prev & HC) == 0 -> prev = 0; push_free(i)
     :: else -> prev = 0
@@ -427,13 +525,16 @@ inline finish_serving(i) {
  * does for a claimed call. The caller goes on as after accept.
  */
 inline take_watched() {
-    state[w] = (state[w] & ~WS) | AS; i = w; g = gen[i]; serving_by[id] = i; server_of[i] = id; w = NIL
+    state[w] = (state[w] & ~WS) | AS; i = w; g = gen[i]; serve_slot(i); server_of[i] = id; w = NIL
 }
 #endif
 
 proctype Thread(byte id; byte proc) {
     byte i, g, prev, k, st;
     bit gone;
+#ifdef KEEP
+    bit keep;
+#endif
 #ifdef WATCH
     byte w = NIL;
     bit spin_me;
@@ -531,7 +632,7 @@ end_parked:
         st = state[i];
         if
         :: (st & HS) == 0 || (st & AS) != 0 -> st = 0; i = 0; goto top
-        :: else -> state[i] = st | AS; g = gen[i]; serving_by[id] = i; server_of[i] = id; st = 0;
+        :: else -> state[i] = st | AS; g = gen[i]; serve_slot(i); server_of[i] = id; st = 0;
                    taken1 = taken1 || leased_by[i] == 1
         fi
     }
@@ -554,6 +655,7 @@ accepted:
      * may be taken before its request is written: from a stale bit of a dead epoch, or by a watcher.
      */
 #define REQUEST_OR_GONE ((request[i] && request_gen[i] == g) || (state[i] & HC) == 0 || gen[i] != g)
+kept_request:
     do
     :: atomic { request[i] && request_gen[i] == g -> request[i] = 0 }; break
     :: atomic { (state[i] & HC) == 0 || gen[i] != g }; break
@@ -580,9 +682,50 @@ end_request:
         if :: on_free[i] -> free_in_use = 1; assert(!free_in_use) :: else -> skip fi;
         gone = ((state[i] & HC) == 0 || gen[i] != g);
         if :: !gone -> response[i] = 1; response_gen[i] = g :: else -> skip fi
+#ifdef KEEP
+        /* ServerCall::offer_keep: the last frame says the thread keeps the call (any thread may offer) */
+        ; if :: !gone -> keep = 1 :: !gone -> keep = 0 :: else -> keep = 0 fi; response_kept[i] = keep
+#endif
     }
+#ifdef KEEP
+    if
+    :: keep ->
+        /* ServerCall::finish keeps the call: no let-go, and its notify is left to the spin below */
+        keep = 0;
+        /*
+         * Dispatcher::next with a kept call: as the bell's spinner (else it lets go at once), it polls the
+         * request ring and the bell, and makes the answer's notify at its 64th poll; the bell, the budget,
+         * a recall, the client gone or a stop end the spin, which is any number of polls here: the let-go
+         * may come after the request is there, unseen. A request means the answer was read: no notify.
+         */
+        if
+        :: atomic { spinning == 0 -> spinning = 1 }
+           do
+           :: atomic { request[i] && request_gen[i] == g -> spinning = 0 }
+              if :: bell[0] || bell[1] -> notify_idle() :: else -> skip fi;   /* ringers elided for it */
+              goto kept_request
+           :: !keep ->
+              notify_client(i);
+              keep = 1
+           :: spinning = 0; keep = 0; break
+           od
+        :: skip
+        fi;
+        finish_serving(i);   /* Region::let_go */
+#ifdef SERVE_AFTER_LET_GO
+        if
+        :: atomic { request[i] && request_gen[i] == g } -> serve_slot(i); goto kept_request
+        :: else -> skip
+        fi;
+#endif
+        gone = ((state[i] & HC) == 0 || gen[i] != g);
+        goto woken
+    :: else -> skip
+    fi;
+#endif
     /* ServerCall::finish: let go, then wake */
     finish_serving(i);
+woken:
 #ifdef WATCH
     w = i;     /* the slot to watch next: the one this thread served last */
 #endif
@@ -649,7 +792,7 @@ active proctype Restarter() {
 #endif
                st = state[i];
                if
-               :: (st & HS) && call_epoch[i] != server_epoch -> state[i] = st & ~(HS | AS)
+               :: (st & HS) && call_epoch[i] != server_epoch -> state[i] = st & ~(HS | AS | RC)
                :: else -> st = 0
                fi;
                if
