@@ -369,12 +369,12 @@ Figures bench_core_rings(int rounds) {
         ep.whole_turns = true;
         return ep;
     };
-    const auto send = [](const Endpoint &ep, FrameKind kind, std::span<const std::byte> bytes) {
+    const auto send = [](Endpoint &ep, FrameKind kind, std::span<const std::byte> bytes) {
         MessageWriter w(ep, kind, bytes.size());
         if (w.write(bytes) != Status::ok || w.finish() != Status::ok)
             std::abort();
     };
-    const auto receive = [](const Endpoint &ep, std::vector<std::byte> *out) {
+    const auto receive = [](Endpoint &ep, std::vector<std::byte> *out) {
         MessageReader r(ep);
         if (r.read_all(out) != Status::ok || out->size() != msg)
             std::abort();
@@ -383,7 +383,7 @@ Figures bench_core_rings(int rounds) {
     auto *server_cpu = reinterpret_cast<std::atomic<std::uint64_t> *>(seg->caller_area());
     const std::vector<std::byte> req(msg, std::byte{7}), stop(msg, std::byte{0});
     const pid_t pid = fork_child([&] {
-        const Endpoint server = endpoint(false);
+        Endpoint server = endpoint(false);
         std::vector<std::byte> got;
         do {
             receive(server, &got);
@@ -391,7 +391,7 @@ Figures bench_core_rings(int rounds) {
             send(server, FrameKind::response, got);
         } while (got != stop);
     });
-    const Endpoint client = endpoint(true);
+    Endpoint client = endpoint(true);
     std::vector<std::byte> out;
     const auto round_trip = [&] {
         send(client, FrameKind::request, req);

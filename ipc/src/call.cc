@@ -38,14 +38,36 @@ Status Client::open() {
 
 void Client::close() {
     if (handle_.valid())
-        region_->release(handle_);
+        region_->release(handle_);  // a keeper sees its client gone and lets go
     handle_ = SlotHandle{};
+    kept_runtime_ = -1;
 }
 
 void Client::abandon() {
     if (handle_.valid())
         region_->abandon(handle_, *waker_);
     handle_ = SlotHandle{};
+    kept_runtime_ = -1;
+}
+
+/*
+ * The kept path (see the top): the same runtime, a request of one frame,
+ * and the epoch of the kept call (a new one has cleared it). Otherwise the
+ * kept call is recalled, and this call begins as usual.
+ */
+bool Client::write_to_keeper(std::uint32_t runtime, std::string_view fn, std::uint64_t payload_total) {
+    const std::int32_t kept = kept_runtime_;
+    kept_runtime_ = -1;
+    const bool one_frame = payload_total != unknown_length &&
+                           fn.size() + 1 + payload_total <= region_->to_server(handle_.index).max_chunk();
+    if (kept == static_cast<std::int32_t>(runtime) && one_frame && region_->server_epoch() == ep_.epoch) {
+        ep_.kept_runtime = kept;
+        ep_.ring_runtime = -1;  // the keeper polls the ring; its publish notifies the slot's server Waiter
+        bump(ep_.counters, Counter::kept_calls);
+        return true;
+    }
+    region_->recall(handle_);
+    return false;
 }
 
 Status Client::start(std::uint32_t runtime, std::string_view fn, std::uint64_t payload_total,
@@ -64,9 +86,12 @@ Status Client::start(std::uint32_t runtime, std::string_view fn, std::uint64_t p
         return Status::too_large;  // refused before anything was sent
     }
     /* The call's fields only, in place: an Endpoint built whole and copied in stalled on store forwarding. */
-    ep_.epoch = 0;
     ep_.policy = policy;
+    if (kept_runtime_ >= 0 && write_to_keeper(runtime, fn, payload_total))
+        return write_name(fn, payload_total);
+    ep_.epoch = 0;
     ep_.ring_runtime = -1;
+    ep_.kept_runtime = -1;
     std::uint64_t epoch = 0;
     bool watched = false;
     const Status s = wait_until(ep_.self(), *waker_, ep_.wait_policy(), ep_.counters,
@@ -78,7 +103,11 @@ Status Client::start(std::uint32_t runtime, std::string_view fn, std::uint64_t p
     ep_.ring_runtime = watched ? -1 : static_cast<std::int32_t>(runtime);
     if (watched)
         bump(ep_.counters, Counter::watched_calls);
-    /* The name travels in the first frame; the payload limit is the payload's alone. */
+    return write_name(fn, payload_total);
+}
+
+/* The name travels in the first frame; the payload limit is the payload's alone. */
+Status Client::write_name(std::string_view fn, std::uint64_t payload_total) {
     const std::uint64_t total = payload_total == unknown_length ? unknown_length : fn.size() + 1 + payload_total;
     writer_ = MessageWriter(ep_, FrameKind::request, total, fn.size() + 1);
     std::byte name[max_function_name + 1];
@@ -112,6 +141,10 @@ void Client::end(Status outcome) {
                                          outcome != Status::ok || reader_.kind() == FrameKind::error);
         note_gap(since(last_end_ns_, started_ns_), took);
     }
+    /* Read to its last frame, which says whether the thread kept the call (see the top). */
+    kept_runtime_ = attempted_ && outcome == Status::ok && reader_.finished() && reader_.kept()
+                        ? static_cast<std::int32_t>(runtime_)
+                        : -1;
     attempted_ = false;
     const std::uint32_t index = handle_.valid() ? handle_.index : 0;
     SideCounters *counters = handle_.valid() ? region_->stats().client_counters(index) : nullptr;
@@ -327,6 +360,10 @@ void ServerCall::finish() {
     const bool gone = ep_.region->client_gone(ep_.index, ep_.generation);
     if (gone && ep_.region->stats().valid())
         ep_.region->stats().add(GlobalCounter::late_responses_dropped);
+    if (ep_.kept_sent && !gone) {
+        kept_ = true;  // held still; the keeper's spin makes the last frame's notify (dispatch.h)
+        return;
+    }
     /* Read while the call is still ours: the client writes it when it begins its next call. */
     const std::uint32_t runtime = ep_.control().call_runtime.load(std::memory_order_relaxed);
     ep_.region->finish_serving(ep_.index);

@@ -28,6 +28,28 @@ Status Endpoint::call_alive() const {
 }
 
 /*
+ * The keeper let go without reading the request (its last look at the
+ * request ring comes before its let-go, region.h), so the call begins
+ * now, with the request already in the ring: its first frame went out
+ * with no bell, so this rings it, or notifies a watcher's slot as a
+ * request does. Only this session sets held_by_server, so begin_call
+ * cannot find it held.
+ */
+Status Endpoint::begin_after_let_go() {
+    const auto runtime = static_cast<std::uint32_t>(kept_runtime);
+    kept_runtime = -1;
+    bool watched = false;
+    const SlotHandle handle{index, generation};
+    if (region->begin_call(handle, runtime, &epoch, &watched) != Status::ok)
+        return Status::server_restarted;
+    if (watched)
+        notify(control().server, *waker, counters);
+    else
+        region->ring_doorbell(runtime, handle, *waker, counters);
+    return Status::would_block;
+}
+
+/*
  * The consumer made room: wake a producer that sleeps on a full ring, and
  * no one else. A peer parked for data (the client, once its request is
  * read, waits for the response) would only wake, find nothing and park
@@ -77,7 +99,11 @@ Status MessageWriter::open_frame(std::uint64_t min, std::uint64_t max) {
 
 void MessageWriter::publish(std::uint16_t extra_flags) {
     const int cpu = note_cpu(ep_->self());  // where the peer's spin will look for this side (wait.h)
-    const std::uint16_t flags = static_cast<std::uint16_t>((first_ ? frame_first : 0) | extra_flags | marks_);
+    std::uint16_t flags = static_cast<std::uint16_t>((first_ ? frame_first : 0) | extra_flags | marks_);
+    if (ep_->keep_offered && (extra_flags & (frame_last | frame_aborted)) == frame_last) {
+        flags |= frame_kept;
+        ep_->kept_sent = true;
+    }
     ring_.commit(frame_used_, kind_, flags, ep_->generation, total_,
                  cores_apart(cpu, ep_->peer().cpu.load(std::memory_order_relaxed)));
     const bool ring_bell = first_ && ep_->ring_runtime >= 0;
@@ -88,10 +114,11 @@ void MessageWriter::publish(std::uint16_t extra_flags) {
         bump(ep_->counters, Counter::messages_sent);
         bump(ep_->counters, Counter::bytes_sent, written_);
     }
+    /* A request to a keeper notifies no one: the keeper holds the call, and it polls (region.h). */
     if (ring_bell)
         ep_->region->ring_doorbell(static_cast<std::uint32_t>(ep_->ring_runtime),
                                   SlotHandle{ep_->index, ep_->generation}, *ep_->waker, ep_->counters);
-    else if (!(done_ && defer_last_notify_))
+    else if (!(done_ && defer_last_notify_) && ep_->kept_runtime < 0)
         notify(ep_->peer(), *ep_->waker, ep_->counters);
 }
 
@@ -239,7 +266,12 @@ Status MessageReader::wait_frame() {
         if (alive == Status::ok)
             return Status::would_block;
         const Status last_look = ring_.peek(&frame_);  // published before the server let go?
-        return last_look == Status::would_block ? alive : last_look;
+        if (last_look != Status::would_block)
+            return last_look;
+        /* A keeper let go with this request unread: the call begins now, and the wait goes on. */
+        if (ep_->kept_runtime >= 0 && alive == Status::server_restarted && ep_->region->server_epoch() == ep_->epoch)
+            return ep_->begin_after_let_go();
+        return alive;
     });
 }
 
@@ -262,6 +294,7 @@ Status MessageReader::next(std::span<const std::byte> *chunk, bool *last) {
     *chunk = frame_.payload;
     *last = (frame_.header.flags & frame_last) != 0;
     finished_ = *last;
+    kept_ = *last && (frame_.header.flags & frame_kept) != 0;
     return Status::ok;
 }
 

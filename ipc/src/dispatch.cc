@@ -78,10 +78,60 @@ Dispatcher::Spun Dispatcher::spin_for_bell(std::chrono::nanoseconds spin, const 
     return spun;
 }
 
+/*
+ * Spins on a kept call (see the top). Returns true when its next request
+ * came; else it has let go of the call. The let-go comes after the last
+ * look at the ring, never before one: a request it did not see is then
+ * the session's to begin (region.h).
+ */
+bool Dispatcher::spin_on_kept(const Accepted &kept, std::chrono::nanoseconds spin, const StopCheck &stop,
+                              Waker &waker, bool *spent) {
+    Doorbell bell = region_.doorbell(runtime_);
+    SideCounters *counters = region_.stats().server_counters(kept.index);
+    if (spin.count() > 0 && bell.spinner().exchange(1, std::memory_order_seq_cst) == 0) {
+        const RingView requests = region_.to_server(kept.index);
+        SpinPause pause = watcher_pause(kept.index);
+        SpinBudget budget(spin);
+        bool came = false;
+        for (unsigned i = 1;; ++i) {
+            pause(i);
+            if (requests.frame_published()) {
+                came = true;
+                break;
+            }
+            if (bell.any())
+                break;
+            if (i == 64)  // the answer's notify, off the session's path: a session asleep on it wakes now
+                notify(region_.slot(kept.index)->client, waker, counters);
+            if ((i & 63) == 0 && ((*spent = budget.spent(std::chrono::steady_clock::now())) || stop() ||
+                                  region_.kept_call_ending(kept.index)))
+                break;
+        }
+        bell.spinner().store(0, std::memory_order_seq_cst);
+        if (came) {
+            std::atomic_thread_fence(std::memory_order_seq_cst);  // the clear before the look: ringers elided for us
+            if (bell.any())
+                notify_idle(region_.dispatch(runtime_), bell, waker, nullptr);
+            bump(counters, Counter::kept_calls);
+            return true;
+        }
+    }
+    region_.let_go(kept.index, kept.generation, runtime_, waker, counters);
+    return false;
+}
+
 Status Dispatcher::next(Waker &waker, std::chrono::nanoseconds spin, const StopCheck &stop,
-                        std::chrono::steady_clock::time_point deadline, Accepted *out, std::uint32_t watch) {
+                        std::chrono::steady_clock::time_point deadline, Accepted *out, std::uint32_t watch,
+                        bool kept) {
     DispatchControl &d = region_.dispatch(runtime_);
     Doorbell bell = region_.doorbell(runtime_);
+    if (kept) {
+        bool spent = false;
+        if (spin_on_kept(*out, spin, stop, waker, &spent))
+            return Status::ok;
+        if (spent)
+            spin = std::chrono::nanoseconds(0);  // its budget went on the kept call: park
+    }
     for (;;) {
         if (stop())
             return Status::stopping;

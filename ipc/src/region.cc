@@ -245,7 +245,7 @@ std::uint64_t Region::begin_server_epoch(Waker &waker) {
         forget_dead_watch(i, epoch);
         std::uint32_t st = sc->state.load(std::memory_order_acquire);
         while ((st & held_by_server) && sc->call_epoch.load(std::memory_order_relaxed) != epoch) {
-            const std::uint32_t next = st & ~(held_by_server | accepted_by_server);
+            const std::uint32_t next = st & ~serving_bits;
             if (sc->state.compare_exchange_weak(st, next, std::memory_order_acq_rel)) {
                 if (next == 0)
                     push_free(i);
@@ -349,10 +349,28 @@ Status Region::end_watch(std::uint32_t index, std::uint32_t runtime, Waker &wake
 }
 
 void Region::finish_serving(std::uint32_t index) {
-    const std::uint32_t prev =
-        slot(index)->state.fetch_and(~(held_by_server | accepted_by_server), std::memory_order_acq_rel);
-    if ((prev & held_by_server) && (prev & ~(held_by_server | accepted_by_server)) == 0)
+    const std::uint32_t prev = slot(index)->state.fetch_and(~serving_bits, std::memory_order_acq_rel);
+    if ((prev & held_by_server) && (prev & ~serving_bits) == 0)
         push_free(index);
+}
+
+void Region::let_go(std::uint32_t index, std::uint64_t generation, std::uint32_t runtime, Waker &waker,
+                    SideCounters *counters) {
+    const bool gone = client_gone(index, generation);
+    finish_serving(index);
+    if (!gone)
+        wake_or_owe(index, runtime, waker, counters);
+}
+
+/* A CAS, not a fetch_or: after the let-go the bit would stay on an idle slot's word (see the top). */
+void Region::recall(const SlotHandle &handle) {
+    SlotControl *sc = slot(handle.index);
+    if (!handle_current(sc, handle))
+        return;
+    std::uint32_t st = sc->state.load(std::memory_order_relaxed);
+    while ((st & (held_by_server | recalled_by_client)) == held_by_server &&
+           !sc->state.compare_exchange_weak(st, st | recalled_by_client, std::memory_order_relaxed)) {
+    }
 }
 
 void Region::wake_servers(Waker &waker) {

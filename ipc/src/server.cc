@@ -40,13 +40,17 @@ void serve_inline(Region &region, Waker &waker, const WaitPolicy &policy,
     Dispatcher dispatcher(region, 0);
     Accepted accepted;
     accepted.index = nil_index;
+    bool kept = false;
     while (dispatcher.next(waker, policy.spin, stop, std::chrono::steady_clock::time_point::max(), &accepted,
-                           accepted.index) == Status::ok) {
+                           accepted.index, kept) == Status::ok) {
         WaitPolicy call_policy = policy;
         if (call_timeout.count() > 0)
             call_policy.deadline = std::chrono::steady_clock::now() + call_timeout;
         ServerCall call(region, accepted, waker, call_policy);
+        if (policy.spin.count() > 0)
+            call.offer_keep();  // this thread spins next (Dispatcher::next)
         serve_call(call, handler);
+        kept = call.kept();
     }
 }
 

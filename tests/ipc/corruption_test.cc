@@ -88,7 +88,7 @@ TEST(Corruption, GarbageFramesFailTheCallAndAreCounted) {
     ASSERT_EQ(ring.try_reserve(8, 8, &w), Status::ok);
     ring.commit(8, FrameKind::response, frame_first | frame_last, f.handle.generation, 8);
     reinterpret_cast<FrameHeader *>(w.data() - sizeof(FrameHeader))->length = 0x7fffffff;  // scribbled
-    const Endpoint client = f.endpoint(true);
+    Endpoint client = f.endpoint(true);
     MessageReader r(client);
     std::vector<std::byte> out;
     EXPECT_EQ(r.read_all(&out), Status::corrupt);

@@ -97,55 +97,69 @@ TEST(Threads, CallsWithZeroSpinParkAndWake) {
     EXPECT_EQ(read_stats(seg.stats()).calls, 4000u);
 }
 
+namespace {
+
 /*
- * The watched slot (dispatch.h) under threads: two runtimes of two serving threads each, three
- * sessions that switch runtime now and then (a watch is for one runtime: a call for the other must
- * ring and be taken by its own runtime), and now and then a call that the server holds until its
- * session's deadline passes, so the session abandons it and leases again while a thread may watch
- * (held, not slept on: a session descheduled past a fixed sleep would get its answer instead).
- * Every call answers from the runtime it was for, and every call that skipped the bell was taken
- * by a watcher.
+ * Two runtimes of two serving threads each, with spins of their own. A call's answer is its request
+ * with the runtime's number appended; "slow" is held until its session gives up (held, not slept
+ * on: a session descheduled past a fixed sleep would get its answer instead). keep: the threads
+ * keep the calls they answer (ServerCall::offer_keep) and spin on them.
  */
-TEST(Threads, WatchedSlotsAcrossTwoRuntimesWithAbandonedCalls) {
-    TestSegment seg(RegionParams{4, 4096, 65536, 2});
-    FutexWaker waker;
-    seg.region().begin_server_epoch(waker);
-    std::atomic<bool> stop{false};
-    std::vector<std::thread> servers;
-    for (std::uint32_t runtime = 0; runtime < 2; ++runtime) {
-        for (int t = 0; t < 2; ++t) {
-            servers.emplace_back([&, runtime] {
-                WaitPolicy policy;
-                policy.spin = 20us;
-                Dispatcher dispatcher(seg.region(), runtime);
-                Accepted accepted;
-                accepted.index = nil_index;
-                while (dispatcher.next(waker, policy.spin, [&] { return stop.load(); },
-                                       std::chrono::steady_clock::time_point::max(), &accepted,
-                                       accepted.index) == Status::ok) {
-                    ServerCall call(seg.region(), accepted, waker, policy);
-                    serve_call(call, [&](ServerCall &c, std::string_view fn, std::span<const std::byte> payload) {
-                        while (fn == "slow" && c.endpoint().call_alive() == Status::ok)
-                            std::this_thread::sleep_for(100us);  // held until its session gives up
-                        std::vector<std::byte> out(payload.begin(), payload.end());
-                        out.push_back(static_cast<std::byte>(runtime));
-                        c.respond_all(FrameKind::response, out);
-                    });
-                }
+struct TwoRuntimes {
+    TwoRuntimes(std::uint32_t slots, std::chrono::nanoseconds spin0, std::chrono::nanoseconds spin1, bool keep)
+        : seg(RegionParams{slots, 4096, 65536, 2}) {
+        seg.region().begin_server_epoch(waker);
+        for (std::uint32_t runtime = 0; runtime < 2; ++runtime)
+            for (int t = 0; t < 2; ++t)
+                servers.emplace_back([this, runtime, keep, spin = runtime == 0 ? spin0 : spin1] { serve(runtime, spin, keep); });
+    }
+    ~TwoRuntimes() { stop_serving(); }
+    void stop_serving() {
+        stop.store(true);
+        Dispatcher(seg.region(), 0).wake_all(waker);
+        Dispatcher(seg.region(), 1).wake_all(waker);
+        for (auto &t : servers)
+            t.join();
+        servers.clear();
+    }
+    void serve(std::uint32_t runtime, std::chrono::nanoseconds spin, bool keep) {
+        WaitPolicy policy;
+        policy.spin = spin;
+        Dispatcher dispatcher(seg.region(), runtime);
+        Accepted accepted;
+        accepted.index = nil_index;
+        bool kept = false;
+        while (dispatcher.next(waker, spin, [&] { return stop.load(); }, std::chrono::steady_clock::time_point::max(),
+                               &accepted, accepted.index, kept) == Status::ok) {
+            ServerCall call(seg.region(), accepted, waker, policy);
+            if (keep)
+                call.offer_keep();
+            serve_call(call, [&](ServerCall &c, std::string_view fn, std::span<const std::byte> payload) {
+                while (fn == "slow" && c.endpoint().call_alive() == Status::ok)
+                    std::this_thread::sleep_for(100us);
+                std::vector<std::byte> out(payload.begin(), payload.end());
+                out.push_back(static_cast<std::byte>(runtime));
+                c.respond_all(FrameKind::response, out);
             });
+            kept = call.kept();
         }
     }
-    std::atomic<std::uint64_t> abandoned{0};
-    auto session = [&](int s, int calls) {
+    /*
+     * Session s: `calls` calls on one lease (leased again after an abandon), switching runtime every
+     * `switch_every` calls; every 97th is slow, abandoned at its 1 ms deadline; every 13th has
+     * `long_bytes` bytes if not 0 (2500: three frames).
+     */
+    void session(int s, int calls, int switch_every, std::size_t long_bytes) {
         Client client(seg.region(), waker, 100 + s);
         for (int i = 0; i < calls; ++i) {
             Status opened;
             while ((opened = client.open()) == Status::no_slot)
                 std::this_thread::yield();  // abandoned slots come back when their slow calls end
             ASSERT_EQ(opened, Status::ok);
-            const std::uint32_t runtime = static_cast<std::uint32_t>((i / 5 + s) % 2);
+            const std::uint32_t runtime = static_cast<std::uint32_t>((i / switch_every + s) % 2);
             const bool slow = i % 97 == 96;
-            const auto req = random_bytes(static_cast<std::uint64_t>(s * 100000 + i), static_cast<std::size_t>(i % 300));
+            const std::size_t bytes = long_bytes > 0 && i % 13 == 12 ? long_bytes : static_cast<std::size_t>(i % 300);
+            const auto req = random_bytes(static_cast<std::uint64_t>(s * 100000 + i), bytes);
             WaitPolicy p;
             p.spin = 20us;
             p.deadline = std::chrono::steady_clock::now() + (slow ? 1ms : 60s);  // 60 s: a hang, not a speed
@@ -163,24 +177,69 @@ TEST(Threads, WatchedSlotsAcrossTwoRuntimesWithAbandonedCalls) {
             ASSERT_EQ(out, expected) << "session " << s << " call " << i;
         }
         client.close();
-    };
-    session(9, 300);  // one session alone first: its calls are the watcher's
-    std::vector<std::thread> sessions;
-    for (int s = 0; s < 3; ++s)
-        sessions.emplace_back(session, s, 1500);
-    for (auto &t : sessions)
-        t.join();
-    stop.store(true);
-    Dispatcher(seg.region(), 0).wake_all(waker);
-    Dispatcher(seg.region(), 1).wake_all(waker);
-    for (auto &t : servers)
-        t.join();
-    const auto snap = read_stats(seg.stats());
-    const std::uint64_t skipped = snap.client[static_cast<int>(Counter::watched_calls)];
+    }
+    /* `sessions` sessions at once, each as session() with these arguments. */
+    void sessions_at_once(int sessions, int calls, int switch_every, std::size_t long_bytes) {
+        std::vector<std::thread> threads;
+        for (int s = 0; s < sessions; ++s)
+            threads.emplace_back([=, this] { session(s, calls, switch_every, long_bytes); });
+        for (auto &t : threads)
+            t.join();
+    }
+    std::uint64_t count(Counter c, bool server) {
+        const auto snap = read_stats(seg.stats());
+        return (server ? snap.server : snap.client)[static_cast<int>(c)];
+    }
+    std::uint64_t abandons() { return read_stats(seg.stats()).global[static_cast<int>(GlobalCounter::abandons)]; }
+
+    TestSegment seg;
+    FutexWaker waker;
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> abandoned{0};
+    std::vector<std::thread> servers;
+};
+
+}  // namespace
+
+/*
+ * The watched slot (dispatch.h) under threads: three sessions that switch runtime now and then (a
+ * watch is for one runtime: a call for the other must ring and be taken by its own runtime), and
+ * now and then a call held until the session abandons it, so that it leases again while a thread
+ * may watch. Every call answers from the runtime it was for, and every call that skipped the bell
+ * was taken by a watcher.
+ */
+TEST(Threads, WatchedSlotsAcrossTwoRuntimesWithAbandonedCalls) {
+    TwoRuntimes w(4, 20us, 20us, false);
+    w.session(9, 300, 5, 0);  // one session alone first: its calls are the watcher's
+    w.sessions_at_once(3, 1500, 5, 0);
+    w.stop_serving();
+    const std::uint64_t skipped = w.count(Counter::watched_calls, false);
     EXPECT_GT(skipped, 0u) << "no call was watched: the test did not reach the watch";
-    EXPECT_EQ(snap.server[static_cast<int>(Counter::watched_calls)], skipped) << "a call skipped the bell unseen";
-    EXPECT_EQ(snap.global[static_cast<int>(GlobalCounter::abandons)], abandoned.load());
-    EXPECT_EQ(seg.region().slots_in_use(), 0u);
+    EXPECT_EQ(w.count(Counter::watched_calls, true), skipped) << "a call skipped the bell unseen";
+    EXPECT_EQ(w.abandons(), w.abandoned.load());
+    EXPECT_EQ(w.seg.region().slots_in_use(), 0u);
+}
+
+/*
+ * Kept calls under threads: runtime 1's spin is so short that its keepers let go while requests
+ * come (the race begin_after_let_go closes); four sessions, more than the CPUs, switch runtime now
+ * and then and send now and then a request of several frames (both recall the kept call), now and
+ * then a call held until its session gives up, and leave their slots at the end, kept or not.
+ * Every call answers from its runtime with its own bytes, no keeper takes a request that was not
+ * sent to one, and every slot comes back (the keepers see their sessions gone by the stop).
+ */
+TEST(Threads, KeptCallsWithRecallsLetGosAndAbandons) {
+    TwoRuntimes k(6, 20us, 1us, true);
+    k.sessions_at_once(4, 2000, 7, 2500);
+    k.stop_serving();
+    const std::uint64_t sent = k.count(Counter::kept_calls, false);
+    const std::uint64_t taken = k.count(Counter::kept_calls, true);
+    EXPECT_EQ(k.abandons(), k.abandoned.load());
+    EXPECT_EQ(k.seg.region().slots_in_use(), 0u);
+    std::printf("kept calls: %llu sent to a keeper, %llu taken by it\n", static_cast<unsigned long long>(sent),
+                static_cast<unsigned long long>(taken));
+    EXPECT_GT(taken, 0u) << "no call was kept: the test did not reach the kept path";
+    EXPECT_LE(taken, sent) << "a keeper took a request that was not sent to one";
 }
 
 namespace {

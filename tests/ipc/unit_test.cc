@@ -39,7 +39,7 @@ std::span<const std::byte> bytes_of(const std::string &s) {
 }
 
 /* Reads one message frame by frame into *out; the number of frames, or -1 if a frame fails. */
-int read_frames(const Endpoint &server, std::vector<std::byte> *out) {
+int read_frames(Endpoint &server, std::vector<std::byte> *out) {
     MessageReader r(server);
     int frames = 0;
     for (bool last = false; !last; ++frames) {
@@ -976,6 +976,227 @@ TEST(Region, AThreadThatFindsTheBellEmptyPaysTheOwedWakes) {
     for (std::uint32_t i : {0u, 2u, 3u})
         EXPECT_EQ(r.slot(i)->client.futex_word.load(), 1u) << "slot " << i;
     EXPECT_FALSE(r.owed_wakes().any());
+}
+
+/* ------------------------------------------------------ the kept call */
+
+namespace {
+
+/* One session and the serving side in this thread, taking turns (as core_one_thread does). */
+struct Kept {
+    TestSegment seg{RegionParams{2, 4096, 65536, 2}};
+    FutexWaker waker;
+    Region &r = seg.region();
+    Client client{r, waker, 1};
+    WaitPolicy policy = without_spin();
+    Accepted call;  // the call the serving side holds or kept
+    Kept() {
+        r.begin_server_epoch(waker);
+        EXPECT_EQ(client.open(), Status::ok);
+    }
+    std::uint32_t state() const { return r.slot(client.handle().index)->state.load(); }
+    std::uint64_t count(Counter c, bool server) {
+        const auto snap = read_stats(seg.stats());
+        return (server ? snap.server : snap.client)[static_cast<int>(c)];
+    }
+    /* The session's half up to its request: fn "f", `payload_bytes` bytes. */
+    Status send(std::uint32_t runtime, std::size_t payload_bytes) {
+        const std::vector<std::byte> payload(payload_bytes, std::byte{'p'});
+        Status s = client.start(runtime, "f", payload.size(), policy);
+        if (s == Status::ok)
+            s = client.request().write(payload);
+        return s == Status::ok ? client.finish_request() : s;
+    }
+    /* The serving half: reads the request, answers its size, offers to keep; true if it kept the call. */
+    bool answer(bool offer) {
+        ServerCall server(r, call, waker, policy);
+        if (offer)
+            server.offer_keep();
+        char fn[max_function_name + 1];
+        std::size_t length = 0;
+        std::vector<std::byte> payload;
+        EXPECT_EQ(server.read_function(fn, &length), Status::ok);
+        EXPECT_EQ(server.read_payload(&payload), Status::ok);
+        const std::string size = std::to_string(payload.size());
+        EXPECT_EQ(server.respond_all(FrameKind::response, std::as_bytes(std::span(size.data(), size.size()))),
+                  Status::ok);
+        server.finish();
+        return server.kept();
+    }
+    /* The session's answer, as text; ends the call. */
+    std::string receive() {
+        std::vector<std::byte> out;
+        const Status s = client.response().read_all(&out);
+        client.end(s);
+        return s == Status::ok ? std::string(reinterpret_cast<const char *>(out.data()), out.size()) : describe(s);
+    }
+    /* A first call to runtime 0, answered by a thread that keeps it; true if all went so. */
+    bool keep_one() {
+        return send(0, 10) == Status::ok && take(0) == Status::ok && answer(true) && receive() == "10";
+    }
+    /* A call taken off runtime `runtime`'s bell (spin 0: the bell must have rung). */
+    Status take(std::uint32_t runtime) {
+        return Dispatcher(r, runtime).next(waker, {}, [] { return false; }, policy.deadline, &call);
+    }
+};
+
+}  // namespace
+
+/*
+ * A kept call's next request of one frame goes straight to the ring: no bell, no write of the state
+ * word, and the keeper finds it at its first look. An answer without the offer lets go as before.
+ */
+TEST(Keep, TheNextRequestGoesStraightToTheKeeperWithNoBellAndNoStateWord) {
+    Kept k;
+    ASSERT_EQ(k.send(0, 10), Status::ok);
+    ASSERT_EQ(k.take(0), Status::ok);
+    EXPECT_TRUE(k.answer(true));
+    EXPECT_EQ(k.state(), held_by_client | held_by_server | accepted_by_server);  // still held: kept
+    EXPECT_EQ(k.receive(), "10");
+
+    ASSERT_EQ(k.send(0, 20), Status::ok);
+    EXPECT_FALSE(k.r.doorbell(0).any()) << "a request to its keeper rang the bell";
+    EXPECT_EQ(k.state(), held_by_client | held_by_server | accepted_by_server);
+    EXPECT_EQ(k.count(Counter::kept_calls, false), 1u);
+    const Accepted kept = k.call;
+    ASSERT_EQ(Dispatcher(k.r, 0).next(k.waker, std::chrono::seconds(10), [] { return false; }, k.policy.deadline,
+                                      &k.call, kept.index, true),
+              Status::ok);
+    EXPECT_EQ(k.call.index, kept.index);
+    EXPECT_EQ(k.call.generation, kept.generation);
+    EXPECT_EQ(k.count(Counter::kept_calls, true), 1u);
+    EXPECT_FALSE(k.answer(false));
+    EXPECT_EQ(k.state(), held_by_client);
+    EXPECT_EQ(k.receive(), "20");
+
+    ASSERT_EQ(k.send(0, 30), Status::ok);  // not kept: the usual way
+    EXPECT_TRUE(k.r.doorbell(0).any());
+    ASSERT_EQ(k.take(0), Status::ok);
+    EXPECT_FALSE(k.answer(false));
+    EXPECT_EQ(k.receive(), "30");
+    EXPECT_EQ(k.count(Counter::kept_calls, false), 1u);
+}
+
+/*
+ * The race the kept call has: the keeper's last look at the ring came before the request, and it let
+ * go. The session, finding no answer and the call let go, begins the call then and rings for it; the
+ * request it wrote before is what the next thread reads.
+ */
+TEST(Keep, ARequestTheKeeperLetGoUnreadBeginsItsCallAndRingsForIt) {
+    Kept k;
+    ASSERT_TRUE(k.keep_one());
+
+    ASSERT_EQ(k.send(0, 25), Status::ok);  // on the kept path
+    k.r.let_go(k.call.index, k.call.generation, 0, k.waker, nullptr);  // after its last look, unseen
+    EXPECT_EQ(k.state(), held_by_client);
+    auto served = std::async(std::launch::async, [&] {
+        if (k.take(0) != Status::ok)  // parks until the session rings
+            return false;
+        return !k.answer(false);
+    });
+    EXPECT_EQ(k.receive(), "25");
+    EXPECT_TRUE(served.get());
+    EXPECT_EQ(k.count(Counter::kept_calls, false), 1u);
+    EXPECT_EQ(k.count(Counter::kept_calls, true), 0u);  // the keeper never took it
+    EXPECT_EQ(k.state(), held_by_client);
+}
+
+/*
+ * A call the keeper may not take (another runtime, or a request of more than one frame) recalls the
+ * kept call: the keeper, with a spin far longer than the session's hang guard, lets go at the recall,
+ * and the call begins the usual way, ringing its own runtime's bell.
+ */
+TEST(Keep, AnotherRuntimeOrALongRequestRecallsTheKeptCall) {
+    for (const auto &[runtime, bytes] : {std::pair<std::uint32_t, std::size_t>{1, 10}, {0, 3000}}) {
+        Kept k;
+        ASSERT_TRUE(k.keep_one());
+        std::atomic<bool> stop{false};
+        auto keeper = std::async(std::launch::async, [&] {
+            Accepted kept = k.call;
+            return Dispatcher(k.r, 0).next(k.waker, std::chrono::seconds(60), [&] { return stop.load(); },
+                                           std::chrono::steady_clock::time_point::max(), &kept, kept.index, true);
+        });
+        ASSERT_EQ(k.send(runtime, bytes), Status::ok) << "runtime " << runtime << ", " << bytes << " bytes";
+        EXPECT_EQ(k.count(Counter::kept_calls, false), 0u);
+        stop.store(true);
+        Dispatcher(k.r, 0).wake_all(k.waker);
+        EXPECT_EQ(keeper.get(), runtime == 0 ? Status::ok : Status::stopping);  // runtime 0: its bell's call
+        if (runtime == 1) {
+            EXPECT_TRUE(k.r.doorbell(1).any());
+            ASSERT_EQ(k.take(1), Status::ok);
+        }
+        EXPECT_FALSE(k.answer(false));
+        EXPECT_EQ(k.receive(), std::to_string(bytes));
+        EXPECT_EQ(k.state(), held_by_client);
+    }
+}
+
+/* A session that leaves while its call is kept gets its slot back through the keeper; a new epoch ends a kept call. */
+TEST(Keep, ASessionThatLeavesOrANewEpochEndsAKeptCall) {
+    Kept k;
+    ASSERT_TRUE(k.keep_one());
+    k.client.close();
+    EXPECT_EQ(k.r.slots_in_use(), 1u);  // the keeper's still
+    Accepted kept = k.call;
+    bool late = false;  // the hang guard ended the spin, not the let-go
+    const auto slot_back = [&] {
+        late = k.r.slots_in_use() != 0 && std::chrono::steady_clock::now() > k.policy.deadline;
+        return late || k.r.slots_in_use() == 0;
+    };
+    EXPECT_EQ(Dispatcher(k.r, 0).next(k.waker, std::chrono::seconds(60), slot_back, k.policy.deadline, &kept,
+                                      kept.index, true),
+              Status::stopping);
+    EXPECT_FALSE(late) << "the keeper did not see its client gone";
+    EXPECT_EQ(k.r.slots_in_use(), 0u);
+
+    ASSERT_EQ(k.client.open(), Status::ok);
+    ASSERT_TRUE(k.keep_one());
+    k.r.begin_server_epoch(k.waker);  // the keeper's process died
+    EXPECT_EQ(k.state(), held_by_client);
+    ASSERT_EQ(k.send(0, 11), Status::ok);  // begins in the new epoch, and rings
+    EXPECT_EQ(k.count(Counter::kept_calls, false), 0u);
+    ASSERT_EQ(k.take(0), Status::ok);
+    EXPECT_FALSE(k.answer(false));
+    EXPECT_EQ(k.receive(), "11");
+}
+
+/*
+ * The answer of a kept call goes out with its notify deferred (ServerCall::finish): the keeper makes it
+ * at its 64th poll, while it still keeps the call. The session here parks on its answer before it is
+ * written, long enough for its bounded park to have backed off to 32 ms; the keeper's spin (60 s) ends
+ * only once the session has its answer. So the session must be woken by the keeper, with the call
+ * still kept, and not by its own recheck (owed_wakeups_late).
+ */
+TEST(Keep, AKeeperWakesItsParkedSessionWithoutLettingGo) {
+    Kept k;
+    ASSERT_TRUE(k.keep_one());
+    ASSERT_EQ(k.send(0, 20), Status::ok);
+    ASSERT_EQ(Dispatcher(k.r, 0).next(k.waker, std::chrono::seconds(10), [] { return false; }, k.policy.deadline,
+                                      &k.call, k.call.index, true),
+              Status::ok)
+        << "the kept call's next request did not reach its keeper";
+    const std::uint64_t sleeps_before = k.count(Counter::sleeps, false);
+    std::atomic<bool> answered{false};
+    std::atomic<std::uint32_t> state_at_answer{0};
+    auto session = std::async(std::launch::async, [&] {
+        std::string answer = k.receive();
+        state_at_answer.store(k.state());
+        answered.store(true);
+        return answer;
+    });
+    while (k.count(Counter::sleeps, false) < sleeps_before + 6)  // parks of 1, 2, 4, 8, 16, then 32 ms
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_TRUE(k.answer(true));
+    Accepted kept = k.call;
+    EXPECT_EQ(Dispatcher(k.r, 0).next(k.waker, std::chrono::seconds(60), [&] { return answered.load(); },
+                                      std::chrono::steady_clock::time_point::max(), &kept, kept.index, true),
+              Status::stopping);
+    EXPECT_EQ(session.get(), "20");
+    EXPECT_EQ(state_at_answer.load(), held_by_client | held_by_server | accepted_by_server)
+        << "the session was woken by the let-go, not by the keeper";
+    EXPECT_EQ(k.count(Counter::owed_wakeups_late, false), 0u) << "the session's own recheck found the answer";
+    EXPECT_GE(k.count(Counter::wakeups_sent, true), 1u);
+    EXPECT_EQ(k.state(), held_by_client);  // let go at the stop
 }
 
 /* -------------------------------------------------------------- stats */

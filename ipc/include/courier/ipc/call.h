@@ -60,9 +60,19 @@
  * is. The host turns this on (leave_server_cpu()): a test process keeps
  * its CPUs.
  *
+ * The kept call (region.h): an answer whose last frame says the serving
+ * thread kept the call lets the session's next call, for the same runtime
+ * and of one frame (its name and payload within the ring's max_chunk()),
+ * skip begin_call and the bell: start() writes the request straight into
+ * the ring. If the keeper lets go first, the reader begins the call then
+ * (Endpoint::begin_after_let_go). Any other next call recalls the kept
+ * one, and begins as usual once the keeper has let go.
+ *
  * ServerCall is the serving side of one call, from a slot accepted off the
  * doorbell (Dispatcher). It reads the request, writes the response, and
- * lets go (finish). If the client abandons meanwhile, every wait returns
+ * lets go (finish), or keeps the call if offer_keep() was called and an
+ * answer went out whole: the thread then hands the call to
+ * Dispatcher::next, which lets go of it unless the next request comes. If the client abandons meanwhile, every wait returns
  * abandoned, the response is dropped, and finish() returns the slot. The
  * server must read the whole request before it answers: the client writes
  * all of it before it reads.
@@ -144,6 +154,8 @@ public:
     int left_cpu() const { return left_cpu_.load(std::memory_order_relaxed); }
 
 private:
+    bool write_to_keeper(std::uint32_t runtime, std::string_view fn, std::uint64_t payload_total);
+    Status write_name(std::string_view fn, std::uint64_t payload_total);
     void take_turns(std::uint64_t now, SideCounters *counters);
     void look_for_server_cpu(std::uint64_t now, SideCounters *counters);
     void note_gap(std::uint64_t gap_ns, std::uint64_t took_ns);
@@ -157,6 +169,7 @@ private:
     MessageWriter writer_;
     MessageReader reader_;
     std::uint32_t runtime_ = 0;
+    std::int32_t kept_runtime_ = -1;  // the last answer said kept: its runtime (see the top)
     bool attempted_ = false;  // start() was entered: end() records the call
     std::uint64_t started_ns_ = 0;
     std::uint64_t last_end_ns_ = 0;      // when the last call ended
@@ -195,8 +208,18 @@ public:
     /* An error message; from_host: the host's own (out of memory, shutting down), not the runtime's. */
     Status respond_error(std::string_view message, bool from_host = false);
 
-    /* Lets go of the slot, then wakes the client; the slot returns to the free list if abandoned. */
+    /*
+     * Before the answer: the thread will spin for the session's next call
+     * after this one (see the top). Its answer's last frame says so.
+     */
+    void offer_keep() { ep_.keep_offered = true; }
+    /*
+     * Lets go of the slot, then wakes the client; the slot returns to the
+     * free list if abandoned. After offer_keep() and a whole answer, keeps
+     * the call instead (kept()), and only wakes the client.
+     */
     void finish();
+    bool kept() const { return kept_; }
     const Endpoint &endpoint() const { return ep_; }
 
 private:
@@ -204,6 +227,7 @@ private:
     MessageReader reader_;
     std::span<const std::byte> pending_;  // payload in the held first frame, after the name
     bool finished_ = false;
+    bool kept_ = false;
 };
 
 }  // namespace courier::ipc

@@ -62,6 +62,12 @@ struct Endpoint {
      * aborted last frame, which an error message follows.
      */
     bool whole_turns = false;
+    /* Server: the final frame of a whole message says the thread keeps the call (frame_kept, region.h). */
+    bool keep_offered = false;
+    /* Server: such a frame went out, so the session may write its next request straight to the slot. */
+    bool kept_sent = false;
+    /* Client: this call's request went to the thread that kept the slot's call, for this runtime; -1: it did not. */
+    std::int32_t kept_runtime = -1;
 
     SlotControl &control() const { return *region->slot(index); }
     Waiter &self() const { return is_client ? control().client : control().server; }
@@ -74,6 +80,12 @@ struct Endpoint {
     }
     /* ok while the call can go on; otherwise why it cannot. */
     Status call_alive() const;
+    /*
+     * Client, on the kept path: the keeper let go without reading the
+     * request, which waits in the ring; begins the call and rings for it
+     * (region.h). would_block on success: the answer is still to come.
+     */
+    Status begin_after_let_go();
     /* The policy for waits on the rings: spinning capped region-wide. */
     WaitPolicy wait_policy() const {
         WaitPolicy p = region->with_spinner_cap(policy);
@@ -88,9 +100,9 @@ class MessageWriter {
 public:
     MessageWriter() = default;
     /* The first `exempt` bytes (a request's function name) do not count against max_message_size. */
-    MessageWriter(const Endpoint &ep, FrameKind kind, std::uint64_t total, std::uint64_t exempt = 0)
+    MessageWriter(Endpoint &ep, FrameKind kind, std::uint64_t total, std::uint64_t exempt = 0)
         : ep_(&ep), ring_(ep.outbound()), kind_(kind), total_(total), exempt_(exempt) {}
-    MessageWriter(const Endpoint &&, FrameKind, std::uint64_t, std::uint64_t = 0) = delete;  // would dangle
+    MessageWriter(Endpoint &&, FrameKind, std::uint64_t, std::uint64_t = 0) = delete;  // would dangle
     /*
      * The final frame does not wake the peer: the caller does it after it
      * has let go of the slot (ServerCall::finish), so that the woken client
@@ -121,7 +133,7 @@ private:
     Status refuse_if_too_large(std::uint64_t more);
     Status frame_for(std::uint64_t want);
 
-    const Endpoint *ep_ = nullptr;  // its owner's (a Client's or ServerCall's), which outlives it
+    Endpoint *ep_ = nullptr;  // its owner's (a Client's or ServerCall's), which outlives it
     RingView ring_;
     FrameKind kind_ = FrameKind::pad;
     std::uint64_t total_ = unknown_length;
@@ -139,8 +151,8 @@ private:
 class MessageReader {
 public:
     MessageReader() = default;
-    explicit MessageReader(const Endpoint &ep) : ep_(&ep), ring_(ep.inbound()) {}
-    explicit MessageReader(const Endpoint &&) = delete;  // would dangle
+    explicit MessageReader(Endpoint &ep) : ep_(&ep), ring_(ep.inbound()) {}
+    explicit MessageReader(Endpoint &&) = delete;  // would dangle
 
     /*
      * Waits for the next frame of the message and returns its payload in
@@ -153,19 +165,21 @@ public:
     /* Consumes and discards the rest of the message. */
     Status skip_rest();
 
-    const Endpoint &endpoint() const { return *ep_; }
+    Endpoint &endpoint() const { return *ep_; }
     FrameKind kind() const { return kind_; }
     /* An error message that the serving host wrote, not the runtime (frame_from_host). */
     bool from_host() const { return from_host_; }
     std::uint64_t total() const { return total_; }
     std::uint64_t received() const { return received_; }
     bool finished() const { return finished_; }
+    /* The message's last frame said the thread keeps the call (frame_kept). */
+    bool kept() const { return kept_; }
 
 private:
     Status validate(const Frame &f);
     Status wait_frame();
 
-    const Endpoint *ep_ = nullptr;  // its owner's (a Client's or ServerCall's), which outlives it
+    Endpoint *ep_ = nullptr;  // its owner's (a Client's or ServerCall's), which outlives it
     RingView ring_;
     Frame frame_{};
     bool holding_ = false;
@@ -173,6 +187,7 @@ private:
     bool finished_ = false;
     FrameKind kind_ = FrameKind::pad;
     bool from_host_ = false;
+    bool kept_ = false;
     std::uint64_t total_ = unknown_length;
     std::uint64_t received_ = 0;
 };

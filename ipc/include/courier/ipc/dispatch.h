@@ -55,6 +55,15 @@
  * the spin runs out. A spinner that takes the watched call while the bell
  * has rung wakes one more thread: those ringers saw the spinner and did
  * not wake anyone.
+ *
+ * A thread that kept the call it served (region.h, call.h) spins on that
+ * call instead, as the runtime's spinner too: it polls the slot's request
+ * ring for the next frame, the bell beside it, and every 64th poll the
+ * slot's state word for a recall or the client gone. The request takes it
+ * straight back to work, with no RMW at all. Anything else lets the call
+ * go, then the thread goes on as any idle thread; one that spun its whole
+ * budget on the kept call parks without spinning again. A thread that
+ * cannot be the spinner (another one is) lets go at once.
  */
 #pragma once
 
@@ -103,11 +112,14 @@ public:
      * Takes the next call, spinning up to `spin` (if no other thread
      * spins, watching slot `watch` meanwhile: the one this thread served
      * last, or nil_index) and then parking. Returns ok with *out set,
-     * stopping once stop() holds, or timeout at the deadline.
+     * stopping once stop() holds, or timeout at the deadline. kept: this
+     * thread kept the call *out (ServerCall::kept), which it lets go
+     * unless that call's next request comes within its spin (see the
+     * top); on ok, *out is that call again or another.
      */
     Status next(Waker &waker, std::chrono::nanoseconds spin, const StopCheck &stop,
                 std::chrono::steady_clock::time_point deadline, Accepted *out,
-                std::uint32_t watch = nil_index);
+                std::uint32_t watch = nil_index, bool kept = false);
     /* Wakes every parked thread, so that they look at stop() (set it first). */
     void wake_all(Waker &waker);
 
@@ -117,6 +129,8 @@ private:
     bool claim(Waker &waker, Accepted *out);
     Spun spin_for_bell(std::chrono::nanoseconds spin, const StopCheck &stop, std::uint32_t watch, Waker &waker,
                        Accepted *out);
+    bool spin_on_kept(const Accepted &kept, std::chrono::nanoseconds spin, const StopCheck &stop, Waker &waker,
+                      bool *spent);
     SpinPause watcher_pause(std::uint32_t watch) const;
 
     Region &region_;

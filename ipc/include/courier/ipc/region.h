@@ -15,6 +15,9 @@
  *                       call needs no doorbell (dispatch.h); cleared by
  *                       that thread when it takes the call or gives up.
  *                       Bits 8..15 name its runtime meanwhile.
+ *   recalled_by_client  set by a session whose previous call a thread
+ *                       kept (below), and that begins its next call the
+ *                       usual way; cleared with held_by_server
  *
  * The slot goes back to the free list when the word drops to zero, and
  * exactly the party whose clear made it zero pushes it ("release is by
@@ -42,6 +45,29 @@
  * RMW that takes a call begun under it (if it is for its runtime:
  * call_runtime, written before the session's fetch_or) or clears the bit.
  * Both sides' RMWs are on one word, so no call falls between them.
+ *
+ * The kept call: a serving thread that answers a call and will spin for
+ * the next may keep the call instead of letting go: held_by_server and
+ * accepted_by_server stay set, and the answer's last frame says so
+ * (frame_kept). The session's next call, if it is for the same runtime,
+ * fits one frame and finds the server epoch unchanged, is written straight
+ * into the request ring, with no begin_call and no bell: the keeper polls
+ * that ring's next frame. So the state word, which went between the two
+ * sides three times a call (the session's fetch_or, the watcher's CAS,
+ * the let-go), is not written at all: half of the core's round trip
+ * (bench/README.md). A keeper that stops keeping (the bell rang, its spin
+ * ran out, recalled, the client gone, the worker stopping) lets go as any
+ * call does (let_go: finish_serving, then the wake). It looks at the
+ * request ring before, never after: so a session that wrote its request
+ * and then finds held_by_server clear with no answer in its ring knows the
+ * request was not read, and begins the call then, ringing the bell for it
+ * (Endpoint::begin_after_let_go); no word is shared in that race but the
+ * state word, whose RMWs order it. A session that may not take the kept
+ * path (another runtime, a longer request) sets recalled_by_client, which
+ * the keeper reads every 64th poll, and waits in begin_call as after any
+ * call; the recall is a CAS that sets the bit only while held_by_server is
+ * set, so a recall after the let-go leaves nothing behind. model/slots.pml
+ * (-DKEEP) checks this.
  *
  * Owed wakes: a serving thread that lets go of a call whose client
  * sleeps, while more calls wait in its runtime's bell, does not wake that
@@ -114,7 +140,7 @@
 namespace courier::ipc {
 
 inline constexpr std::uint64_t region_magic = 0x4e4f494745524f43ull;  // "COREGION"
-inline constexpr std::uint32_t region_version = 6;
+inline constexpr std::uint32_t region_version = 7;
 
 /* How long a client parks before it looks again for an answer whose wake may be owed (wait.h). */
 inline constexpr std::chrono::nanoseconds owed_wake_recheck = std::chrono::milliseconds(1);
@@ -127,7 +153,10 @@ enum SlotStateBits : std::uint32_t {
     held_by_server = 1u << 1,
     accepted_by_server = 1u << 2,  // a server thread took the call
     watched_by_server = 1u << 3,   // a spinning server thread polls this word (see the top)
+    recalled_by_client = 1u << 4,  // the session wants its kept call let go (see the top)
 };
+/* What finish_serving clears: everything the server's side holds. */
+inline constexpr std::uint32_t serving_bits = held_by_server | accepted_by_server | recalled_by_client;
 inline constexpr unsigned watch_runtime_shift = 8;
 inline constexpr std::uint32_t watch_bits = watched_by_server | 0xffu << watch_runtime_shift;
 inline constexpr std::uint32_t watched_by(std::uint32_t runtime) {
@@ -255,6 +284,8 @@ public:
                       bool *watched = nullptr);
     /* The client stops waiting; the slot is no longer the caller's. */
     void abandon(const SlotHandle &handle, Waker &waker);
+    /* Asks the thread that kept the slot's call to let go (see the top); nothing if it has. */
+    void recall(const SlotHandle &handle);
     /* Rings runtime's doorbell for `handle`; wakes one idle server thread if needed. */
     void ring_doorbell(std::uint32_t runtime, const SlotHandle &handle, Waker &waker,
                        SideCounters *counters);
@@ -280,6 +311,17 @@ public:
     }
     /* The server is done with the call; returns the slot if abandoned. */
     void finish_serving(std::uint32_t index);
+    /*
+     * Lets go of the call on `index` (finish_serving), then wakes its
+     * client, or owes the wake (wake_or_owe), unless the client has gone.
+     */
+    void let_go(std::uint32_t index, std::uint64_t generation, std::uint32_t runtime, Waker &waker,
+                SideCounters *counters);
+    /* Whether the kept call on `index` should be let go: recalled, or its client gone (one load). */
+    bool kept_call_ending(std::uint32_t index) const {
+        return (slot_at(index)->state.load(std::memory_order_relaxed) & (held_by_client | recalled_by_client)) !=
+               held_by_client;
+    }
     /* Starts watching `index` for `runtime` if its session is between calls. */
     bool watch(std::uint32_t index, std::uint32_t runtime);
     /* Whether a call has begun on a watched slot (one load: the watcher polls it). */

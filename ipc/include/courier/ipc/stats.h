@@ -71,6 +71,8 @@ namespace courier::ipc {
       "Times a session that had called back to back for 200 us offered its CPU to others (a yield)")          \
     X(watched_calls, "courier_watched_calls_total", by_side,                                                  \
       "Calls that went to a spinning worker thread watching the slot, without the doorbell")                  \
+    X(kept_calls, "courier_kept_calls_total", by_side,                                                        \
+      "Calls whose request went straight to the worker thread that kept the session's previous call")         \
     X(messages_sent, "courier_messages_total", by_direction, "Messages sent")                                    \
     X(bytes_sent, "courier_bytes_total", by_direction, "Payload bytes sent")
 
