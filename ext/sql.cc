@@ -53,8 +53,9 @@ ipc::Region &region_or_error() {
 
 /*
  * free, leased (a session holds it between calls), calling (a call waits
- * for a server thread), serving (a server thread or the runtime has it),
- * abandoned (the session gave up; the worker still holds the call).
+ * for a server thread), serving (a server thread or the runtime has it,
+ * or a thread keeps it for the session's next call: up to courier.spin_us
+ * after each call, ipc/region.h), abandoned (the session gave up; the worker still holds the call).
  */
 const char *slot_state(std::uint32_t bits) {
     if (bits == 0)

@@ -201,6 +201,8 @@ TEST_F(Courier, DisablingOrLeavingGivesTheSlotBack) {
     {
         Conn c = cluster->connect();
         c.value("SELECT courier.echo('x')");
+        /* The thread that answered keeps the call for up to courier.spin_us (serving), then lets go. */
+        EXPECT_TRUE(eventually([&] { return count_slots(admin, "leased") == 1; }, 5));
         EXPECT_EQ(admin.value("SELECT owner_pid FROM courier.slots() WHERE state = 'leased'"),
                   std::to_string(c.backend_pid()));
         ASSERT_TRUE(c.exec("SET courier.enabled = off"));
@@ -210,7 +212,7 @@ TEST_F(Courier, DisablingOrLeavingGivesTheSlotBack) {
         EXPECT_NE(error.find("courier is disabled in this session"), std::string::npos) << error;
         ASSERT_TRUE(c.exec("SET courier.enabled = on"));
         c.value("SELECT courier.echo('x')");
-        EXPECT_EQ(count_slots(admin, "leased"), 1);
+        EXPECT_TRUE(eventually([&] { return count_slots(admin, "leased") == 1; }, 5));
     }
     EXPECT_TRUE(eventually([&] { return count_slots(admin, "free") == 8; }, 5));
 }
@@ -503,7 +505,7 @@ TEST(CourierCluster, ReleasedVersionsUpdateToThisOne) {
     EXPECT_EQ(c.value("SELECT convert_from(courier.call('sleep', '1'), 'UTF8')"), "1");
     EXPECT_EQ(c.value("SELECT value FROM courier.stats() WHERE name = 'calls'"), "2");
     EXPECT_EQ(c.value("SELECT value FROM courier.stats() WHERE name = 'runtime.courier_echo.calls'"), "2");
-    EXPECT_EQ(c.value("SELECT count(*) FROM courier.slots() WHERE state = 'leased'"), "1");
+    EXPECT_TRUE(eventually([&] { return c.value("SELECT count(*) FROM courier.slots() WHERE state = 'leased'") == "1"; }, 5));
     EXPECT_NE(c.value("SELECT obj_description('courier.slots()'::regprocedure)").find("serving"), std::string::npos);
 }
 

@@ -176,6 +176,53 @@ TEST(Dispatch, MoreClientsThanThreadsAllGetServed) {
     EXPECT_EQ(ok.load(), 32 * 50);
 }
 
+/*
+ * The kept call on the real pool (ipc/region.h): a pool thread that answered a v1 call keeps it and
+ * spins on it. Six sessions (more than the machine's cores, more than the threads) each make calls
+ * on one lease: most to runtime 0, some to runtime 1 (the same library again) and to a v2 runtime,
+ * some too long for one frame, some slow, so that kept calls are taken, recalled, let go unread and
+ * ended by the bell in every order. Every answer must be the session's own, byte for byte; some
+ * requests must have been taken by their keeper, and never more than the sessions sent to one.
+ */
+TEST(Keep, SessionsMixingRuntimesSizesAndSlowCallsGetTheirOwnAnswers) {
+    Served s({echo_v1, spec("echo_again", COURIER_ECHO_V1), echo_async}, 2);
+    constexpr int sessions = 6, calls = 300;
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> threads;
+    for (int c = 0; c < sessions; ++c)
+        threads.emplace_back([&, c] {
+            FutexWaker waker;
+            Client session(s.region(), waker, 1);
+            for (int i = 0; i < calls; ++i) {
+                const std::uint32_t runtime = i % 7 == 3 ? 1 : i % 11 == 5 ? 2 : 0;
+                std::string payload = std::to_string(c) + "/" + std::to_string(i);
+                if (i % 13 == 6)
+                    payload.resize(70000, static_cast<char>('a' + c));  // more than one frame
+                const bool slow = c == 0 && i % 50 == 25;
+                const Reply r = call(s.region(), runtime, slow ? "sleep" : "echo", slow ? "30" : payload, 60s,
+                                     &session);
+                wrong += r.status != Status::ok || r.text != (slow ? "30" : payload);
+            }
+            session.close();
+        });
+    for (auto &t : threads)
+        t.join();
+    EXPECT_EQ(wrong.load(), 0);
+    const StatsSnapshot snap = read_stats(s.seg.stats());
+    const std::uint64_t sent = snap.client[static_cast<int>(Counter::kept_calls)];
+    const std::uint64_t taken = snap.server[static_cast<int>(Counter::kept_calls)];
+    EXPECT_GT(taken, 0u) << "no pool thread kept a call";
+    EXPECT_LE(taken, sent);
+    std::printf("kept calls: %llu sent to a keeper, %llu taken by it, of %d\n",
+                static_cast<unsigned long long>(sent), static_cast<unsigned long long>(taken), sessions * calls);
+    /* A keeper lets go of a call whose session left at its next look (every 64th poll). */
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (s.region().slots_in_use() != 0 && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(1ms);
+    for (std::uint32_t i = 0; i < s.region().slots(); ++i)
+        EXPECT_EQ(s.region().slot(i)->state.load(), 0u) << "slot " << i << " did not come back";
+}
+
 /* ------------------------------------------------------------- ABI v2 */
 
 TEST(AbiV2, AsyncCallsInFlightAreBoundedBySlotsNotThreads) {

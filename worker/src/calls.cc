@@ -124,12 +124,14 @@ int CallTable::with_call(courier_call_id id, Fn &&fn) {
     }
 }
 
-/* Lets go of the slot; the id is dead from here on. */
-void CallTable::end_locked(Entry &e) {
+/* Lets go of the slot, or keeps it if offered (true); the id is dead from here on. */
+bool CallTable::end_locked(Entry &e) {
     e.call->finish();
+    const bool kept = e.call->kept();
     e.call.reset();
     e.writer = ipc::MessageWriter();
     e.open.store(false, std::memory_order_release);
+    return kept;
 }
 
 int CallTable::write(courier_call_id id, const void *data, std::size_t len) {
@@ -152,15 +154,19 @@ int CallTable::write(courier_call_id id, const void *data, std::size_t len) {
     });
 }
 
-int CallTable::finish(courier_call_id id) {
+int CallTable::finish(courier_call_id id, bool *kept) {
     return with_call(id, [&](Entry &e) {
         if (!e.request_read)
             (void)e.call->drain_request();
+        if (kept != nullptr)
+            e.call->offer_keep();  // before the last frame, which says so
         if (e.writing)
             (void)e.writer.finish();
         else
             (void)e.call->respond_all(ipc::FrameKind::response, {});
-        end_locked(e);
+        const bool ended_kept = end_locked(e);
+        if (kept != nullptr)
+            *kept = ended_kept;
         return COURIER_OK;
     });
 }

@@ -52,7 +52,13 @@ public:
                      courier_call_info *info);
 
     int write(courier_call_id id, const void *data, std::size_t len);
-    int finish(courier_call_id id);
+    /*
+     * kept non-null: the calling thread goes on to spin for its runtime's
+     * next call (ipc::Dispatcher::next), so it offers to keep this one
+     * (ipc/region.h); *kept says whether it did, and then that thread must
+     * hand the call to next() as kept: nobody else will let go of it.
+     */
+    int finish(courier_call_id id, bool *kept = nullptr);
     /* from_host: the worker's own error (it is stopping, out of memory...), not the runtime's. */
     int fail(courier_call_id id, std::string_view message, bool from_host = false);
     int read(courier_call_id id, void *buf, std::size_t cap, std::size_t *n);
@@ -73,7 +79,7 @@ private:
     int with_call(courier_call_id id, Fn &&fn);
     Entry *entry(courier_call_id id) const;
     bool is_current(const Entry &e, courier_call_id id, int *rc) const;
-    void end_locked(Entry &e);
+    bool end_locked(Entry &e);
 
     ipc::Region &region_;
     ipc::Waker &waker_;

@@ -86,42 +86,43 @@ void Pool::run() {
     ipc::Dispatcher &dispatcher = *w_.dispatchers[runtime_];
     const ipc::StopCheck stop = [this] { return w_.stop_requested(); };
     std::uint32_t served_last = ipc::nil_index;  // the slot to watch while spinning (ipc/dispatch.h)
+    ipc::Accepted accepted;                      // the call this thread kept, if `kept`
+    bool kept = false;
     for (;;) {
-        ipc::Accepted accepted;
         const auto spin = std::chrono::nanoseconds(w_.spin_ns.load(std::memory_order_relaxed));
         if (dispatcher.next(w_.waker, spin, stop, std::chrono::steady_clock::time_point::max(), &accepted,
-                            served_last) != ipc::Status::ok)
+                            served_last, kept) != ipc::Status::ok)
             break;
         served_last = accepted.index;
+        kept = false;
         courier_call_info call{};
         if (w_.table.open(runtime_, accepted, w_.call_policy(), &call) == ipc::Status::ok)
-            serve(call);
+            kept = serve(call, spin.count() > 0);
     }
     std::lock_guard<std::mutex> lock(mutex_);
     ++exited_;
     exited_cv_.notify_all();
 }
 
-void Pool::serve(const courier_call_info &call) {
+bool Pool::serve(const courier_call_info &call, bool offer_keep) {
     const LoadedRuntime &rt = w_.runtimes[runtime_];
     const courier_host2 *host = host_v2();
     if (!rt.loaded()) {
         (void)w_.table.fail(call.id, rt.error, true);
-        return;
+        return false;
     }
-    if (rt.v1 != nullptr) {
-        serve_v1(call);
-        return;
-    }
+    if (rt.v1 != nullptr)
+        return serve_v1(call, offer_keep);
     try {
         rt.v2->handle(rt.state, &call);  // may return with the call open
     } catch (...) {
         fail_with_current_exception(host, call.id);
     }
+    return false;
 }
 
 /* v1: the whole request in one buffer, the call ends when handle() returns. */
-void Pool::serve_v1(const courier_call_info &call) {
+bool Pool::serve_v1(const courier_call_info &call, bool offer_keep) {
     const LoadedRuntime &rt = w_.runtimes[runtime_];
     const courier_host2 *host = host_v2();
     thread_local std::vector<std::byte> body;
@@ -130,7 +131,7 @@ void Pool::serve_v1(const courier_call_info &call) {
     std::size_t len = call.request_len;
     if (!call.request_complete && !read_whole_request(w_, call, &body)) {
         (void)host->finish(call.id);  // ENDED unless read_whole_request left it open
-        return;
+        return false;
     }
     if (!call.request_complete) {
         data = body.data();
@@ -143,9 +144,11 @@ void Pool::serve_v1(const courier_call_info &call) {
     }
     if (w_.stop_requested() && !response.wrote)
         (void)w_.table.fail(call.id, "the courier worker is shutting down; the call was cancelled", true);
-    (void)host->finish(call.id);  // ENDED if the handler failed it, or the caller went
+    bool kept = false;
+    (void)w_.table.finish(call.id, offer_keep ? &kept : nullptr);  // ENDED if the handler failed it, or the caller went
     if (body.capacity() > kept_request_bytes)
         std::vector<std::byte>().swap(body);
+    return kept;
 }
 
 }  // namespace courier::worker

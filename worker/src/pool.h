@@ -7,6 +7,13 @@
  * still open), handle() for v1 with the whole request (the call ends when
  * it returns), or the load error when the runtime failed to load. An
  * exception or allocation failure fails that one call.
+ *
+ * A thread that will spin next keeps the v1 call it answered (ipc/region.h:
+ * the kept call), and hands it to Dispatcher::next, which spins on it: the
+ * session's next call to this runtime then comes straight to this thread.
+ * v2 calls are not kept: handle() may go on after it finished the call,
+ * or finish it on another thread, and the session's next request would
+ * wait for a thread that is not looking.
  */
 #pragma once
 
@@ -30,8 +37,9 @@ public:
 
 private:
     void run();
-    void serve(const courier_call_info &call);
-    void serve_v1(const courier_call_info &call);
+    /* offer_keep: this thread spins next; true if it kept the call (see the top). */
+    bool serve(const courier_call_info &call, bool offer_keep);
+    bool serve_v1(const courier_call_info &call, bool offer_keep);
 
     Worker::State &w_;
     std::uint32_t runtime_;
