@@ -134,12 +134,19 @@
  * session's next call, in the same epoch, writes its request with no
  * begin_call, no bell and no notify (Client::write_to_keeper); otherwise
  * it recalls (RC, a CAS that sets it only while HS is set) and begins as
- * usual. The keeper becomes the bell's spinner (or lets go at once) and
- * polls the request; at its "64th poll" it makes the answer's deferred
- * notify; the spin ends at any point (the bell, the budget, RC, the client
- * gone, a stop: all nondeterminism here) and then it lets go, as a call's
- * finish does. A session that finds HS clear and no answer while its
- * request went to the keeper begins the call then and rings for it
+ * usual. The keeper keeps only as the bell's spinner (else it answers
+ * without keeping), sets KS and flips KP (the phase, which the response
+ * carries), and polls the request; at its "64th poll" it makes the
+ * answer's deferred notify; the spin ends at any point (the bell, the
+ * budget, RC, the client gone, a stop: all nondeterminism here) and then
+ * it lets go, a CAS that clears the serving bits only while KS is set. A
+ * request it sees it takes by clearing KS, and serves only if KS was set.
+ * Both come before it stops being the spinner, so no other thread sets KS
+ * meanwhile. The session, waiting for its answer, may take the call back
+ * at any point (a keeper preempted among more sessions than CPUs): the
+ * same CAS, if KS is set with the phase of the answer it read. A session
+ * that finds HS clear and no answer while its request went to the keeper
+ * (let go, or taken back) begins the call then and rings for it
  * (Endpoint::begin_after_let_go). The 64th poll's notify is for latency
  * only: the let-go always wakes, so the model cannot miss its absence; a
  * unit test checks it (Keep.AKeeperWakesItsParkedSessionWithoutLettingGo).
@@ -150,6 +157,15 @@
  *   -DSERVE_AFTER_LET_GO   the keeper looks at the ring once more after its
  *                          let-go and serves what it finds: the slot may be
  *                          free by then (free_in_use)
+ *   -DTAKE_IGNORES_REVOKE  the keeper serves the request it saw though the
+ *                          session took the call back: two threads serve it,
+ *                          and one lets the slot go under the other
+ *                          (free_in_use)
+ *   -DKEEP_WITHOUT_SPINNER any thread keeps, spinner or not: a late keeper's
+ *                          take takes another's keep (free_in_use)
+ *   -DREVOKE_WITHOUT_PHASE the session takes back whatever keep it finds,
+ *                          even the next answer's, before reading that
+ *                          answer (lost_wakeup)
  */
 
 #define NS 2            /* slots */
@@ -170,6 +186,9 @@
 #define AS 4            /* accepted_by_server */
 #define WS 8            /* watched_by_server (-DWATCH) */
 #define RC 16           /* recalled_by_client (-DKEEP) */
+#define KS 32           /* kept_by_server (-DKEEP) */
+#define KP 64           /* kept_phase (-DKEEP) */
+#define SERVING (HS | AS | RC | KS | KP)
 
 /* ---- region (region.h) */
 byte state[NS];
@@ -187,6 +206,7 @@ byte request_gen[NS];
 bit  response[NS];
 byte response_gen[NS];
 bit  response_kept[NS];  /* the response's last frame says the thread keeps the call (-DKEEP) */
+bit  response_phase[NS]; /* and the phase of that keep (kept_phase) */
 
 /* ---- the runtime's DispatchControl */
 byte idle_sleeping;     /* parked threads (a flag with SINGLE_FLAG) */
@@ -230,7 +250,7 @@ bit double_lease, free_in_use, generation_reused, lost_wakeup, call_hung, double
 inline push_free(i) {
     atomic {
         if
-        :: (state[i] & (HC | HS | WS | RC)) != 0 || on_free[i] -> free_in_use = 1; assert(!free_in_use)
+        :: state[i] != 0 || on_free[i] -> free_in_use = 1; assert(!free_in_use)
         :: else -> skip
         fi;
         k = 0;
@@ -347,11 +367,33 @@ inline give_back(idx) {
 #define CLIENT_PARK     atomic { if :: client_armed[me] -> client_asleep[me] = 1 :: else -> skip fi }; \
                         CLIENT_AWAKE; client_sleeping[idx] = 0
 
+#ifdef KEEP
+/*
+ * Endpoint::begin_after_let_go: no answer, and the call let go (by its keeper) or taken back (by this
+ * session) without its request taken, which waits in the ring: the call begins now (the word's HS is
+ * clear: only this session sets it), and rings, the request's first frame having gone out without a bell.
+ */
+inline begin_after_let_go(idx) {
+    atomic { (state[idx] & HS) == 0 -> epoch = server_epoch }
+    atomic { call_epoch[idx] = epoch; skip_ring = (state[idx] & WS) != 0; state[idx] = state[idx] | HS }
+    if
+    :: skip_ring -> skip_ring = 0
+#ifndef RESUME_NO_RING
+    :: else -> bell[idx] = 1; notify_idle()
+#else
+    :: else -> skip
+#endif
+    fi;
+    notify_server(idx)
+}
+#endif
+
 proctype Client(byte me) {
     byte idx = NIL, mygen, epoch, calls, prev, k;
     bit ok, skip_ring;
 #ifdef KEEP
     bit kept, keptpath;   /* the last answer said kept; this request went to the keeper */
+    bit kphase;           /* the phase of that keep */
 #endif
 
     do
@@ -438,7 +480,7 @@ request_out:
         do
         :: atomic { response[idx] && response_gen[idx] == mygen -> response[idx] = 0; ok = 1
 #ifdef KEEP
-                    ; kept = response_kept[idx]; keptpath = 0
+                    ; kept = response_kept[idx]; kphase = response_phase[idx]; keptpath = 0
 #endif
            }
            break
@@ -448,33 +490,29 @@ request_out:
            /* the last look: published before the server let go? */
            atomic { if :: response[idx] && response_gen[idx] == mygen -> response[idx] = 0; ok = 1
 #ifdef KEEP
-                                ; kept = response_kept[idx]; keptpath = 0
+                                ; kept = response_kept[idx]; kphase = response_phase[idx]; keptpath = 0
 #endif
                     :: else -> skip fi }
 #ifdef KEEP
-           /*
-            * Endpoint::begin_after_let_go: no answer, and the keeper let go without taking the request,
-            * which waits in the ring: the call begins now (the word's HS is clear: only this session
-            * sets it), and rings, the request's first frame having gone out without a bell.
-            */
            if
-           :: !ok && keptpath ->
-              keptpath = 0;
-              atomic { (state[idx] & HS) == 0 -> epoch = server_epoch }
-              atomic { call_epoch[idx] = epoch; skip_ring = (state[idx] & WS) != 0; state[idx] = state[idx] | HS }
-              if
-              :: skip_ring -> skip_ring = 0
-#ifndef RESUME_NO_RING
-              :: else -> bell[idx] = 1; notify_idle()
-#else
-              :: else -> skip
-#endif
-              fi;
-              notify_server(idx)
+           :: !ok && keptpath -> keptpath = 0; begin_after_let_go(idx)
            :: else -> break
            fi
 #else
            break
+#endif
+#ifdef KEEP
+        /*
+         * Region::revoke_kept, at a check of the wait (its 64th poll, before a park): the keeper has not
+         * taken the request (KS still set), so the session takes the call back, and begins it.
+         */
+#ifndef REVOKE_WITHOUT_PHASE
+        :: atomic { keptpath && !response[idx] && (state[idx] & (KS | KP)) == KS + kphase * KP ->
+#else
+        :: atomic { keptpath && !response[idx] && (state[idx] & KS) ->
+#endif
+                    state[idx] = state[idx] & ~SERVING }
+           keptpath = 0; begin_after_let_go(idx)
 #endif
         :: atomic { !response[idx] && server_epoch == epoch && (state[idx] & HS) != 0 } ->
             CLIENT_PREPARE;
@@ -511,7 +549,7 @@ next_call:
 
 /* Region::finish_serving: clear both server bits; free the slot if its client left. */
 inline finish_serving(i) {
-    atomic { prev = state[i]; state[i] = state[i] & ~(HS | AS | RC); serving_by[id] = NIL }
+    atomic { prev = state[i]; state[i] = state[i] & ~SERVING; serving_by[id] = NIL }
     if
     :: (prev & HS) && (prev & HC) == 0 -> prev = 0; push_free(i)
     :: else -> prev = 0
@@ -533,7 +571,7 @@ proctype Thread(byte id; byte proc) {
     byte i, g, prev, k, st;
     bit gone;
 #ifdef KEEP
-    bit keep;
+    bit keep, kph;
 #endif
 #ifdef WATCH
     byte w = NIL;
@@ -677,48 +715,91 @@ end_request:
     :: else -> skip
     fi;
 #endif
+#ifdef KEEP
+    /*
+     * ServerCall::offer_keep (any thread may offer): MessageWriter::publish releases the request frame,
+     * then Region::keep makes the thread its bell's spinner, or keeps nothing if another thread spins
+     * there, and sets KS before the answer that says kept. So a thread that finds KS set while it spins
+     * on a kept call finds its own keep (the take, below). The request bit here is cleared when it is
+     * read; the code's frame stays in the ring until released, which is why the release comes first:
+     * a session that takes the call back rings for a thread that reads the ring from its head.
+     */
+    if
+#ifndef KEEP_WITHOUT_SPINNER
+    :: atomic { spinning == 0 -> spinning = 1;
+#else
+    :: atomic {
+#endif
+                assert((state[i] & KS) == 0); keep = 1; state[i] = state[i] ^ (KS | KP); kph = (state[i] & KP) != 0;
+                serving_by[id] = NIL }   /* its request frame released first: it reads nothing more of the call */
+    :: keep = 0
+    fi;
+#endif
     /* the response, unless the client has gone (ServerCall::finish drops it) */
     atomic {
         if :: on_free[i] -> free_in_use = 1; assert(!free_in_use) :: else -> skip fi;
         gone = ((state[i] & HC) == 0 || gen[i] != g);
         if :: !gone -> response[i] = 1; response_gen[i] = g :: else -> skip fi
 #ifdef KEEP
-        /* ServerCall::offer_keep: the last frame says the thread keeps the call (any thread may offer) */
-        ; if :: !gone -> keep = 1 :: !gone -> keep = 0 :: else -> keep = 0 fi; response_kept[i] = keep
+        ; response_kept[i] = keep; response_phase[i] = kph
 #endif
     }
 #ifdef KEEP
     if
     :: keep ->
         /* ServerCall::finish keeps the call: no let-go, and its notify is left to the spin below */
-        keep = 0;
+        keep = 0;   /* keeping is not serving: the take (below) begins that */
         /*
-         * Dispatcher::next with a kept call: as the bell's spinner (else it lets go at once), it polls the
-         * request ring and the bell, and makes the answer's notify at its 64th poll; the bell, the budget,
-         * a recall, the client gone or a stop end the spin, which is any number of polls here: the let-go
-         * may come after the request is there, unseen. A request means the answer was read: no notify.
+         * Dispatcher::next with a kept call, as the bell's spinner: it polls the request ring and the bell,
+         * and makes the answer's notify at its 64th poll; the bell, the budget, a recall, the client gone
+         * or a stop end the spin, which is any number of polls here: the let-go may come after the request
+         * is there, unseen. A request means the answer was read: no notify. Every end of the spin, its
+         * let-go or its take, comes before it stops being the spinner.
          */
-        if
-        :: atomic { spinning == 0 -> spinning = 1 }
-           do
-           :: atomic { request[i] && request_gen[i] == g -> spinning = 0 }
+        do
+        :: atomic { request[i] && request_gen[i] == g };
+           /* Region::take_kept: the request is this thread's unless the session took the call back */
+           atomic {
+               prev = state[i]; state[i] = state[i] & ~KS;
+#ifndef TAKE_IGNORES_REVOKE
+               if :: (prev & KS) -> serve_slot(i) :: else -> skip fi
+#else
+               prev = KS; serve_slot(i)
+#endif
+           }
+           if
+           :: (prev & KS) ->
+              prev = 0; spinning = 0;
               if :: bell[0] || bell[1] -> notify_idle() :: else -> skip fi;   /* ringers elided for it */
               goto kept_request
-           :: !keep ->
-              notify_client(i);
-              keep = 1
-           :: spinning = 0; keep = 0; break
-           od
-        :: skip
+           :: else -> prev = 0; break      /* taken back: the let-go below finds KS clear */
+           fi
+        :: !keep ->
+           notify_client(i);
+           keep = 1
+        :: keep = 0; break
+        od;
+        keep = 0;
+        /* Region::let_go: clear the serving bits only if still kept (the session may have taken it back) */
+        atomic {
+            prev = state[i]; serving_by[id] = NIL;
+            if
+            :: (prev & KS) -> state[i] = prev & ~SERVING
+            :: else -> gone = 1      /* taken back: the session is awake, no wake to make */
+            fi
+        }
+        if
+        :: (prev & KS) && (prev & HC) == 0 -> prev = 0; push_free(i)
+        :: else -> prev = 0
         fi;
-        finish_serving(i);   /* Region::let_go */
+        spinning = 0;
 #ifdef SERVE_AFTER_LET_GO
         if
         :: atomic { request[i] && request_gen[i] == g } -> serve_slot(i); goto kept_request
         :: else -> skip
         fi;
 #endif
-        gone = ((state[i] & HC) == 0 || gen[i] != g);
+        gone = gone || (state[i] & HC) == 0 || gen[i] != g;
         goto woken
     :: else -> skip
     fi;
@@ -792,7 +873,7 @@ active proctype Restarter() {
 #endif
                st = state[i];
                if
-               :: (st & HS) && call_epoch[i] != server_epoch -> state[i] = st & ~(HS | AS | RC)
+               :: (st & HS) && call_epoch[i] != server_epoch -> state[i] = st & ~SERVING
                :: else -> st = 0
                fi;
                if

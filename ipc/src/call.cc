@@ -62,6 +62,7 @@ bool Client::write_to_keeper(std::uint32_t runtime, std::string_view fn, std::ui
                            fn.size() + 1 + payload_total <= region_->to_server(handle_.index).max_chunk();
     if (kept == static_cast<std::int32_t>(runtime) && one_frame && region_->server_epoch() == ep_.epoch) {
         ep_.kept_runtime = kept;
+        ep_.kept_phase = kept_phase_;
         ep_.ring_runtime = -1;  // the keeper polls the ring; its publish notifies the slot's server Waiter
         bump(ep_.counters, Counter::kept_calls);
         return true;
@@ -145,6 +146,7 @@ void Client::end(Status outcome) {
     kept_runtime_ = attempted_ && outcome == Status::ok && reader_.finished() && reader_.kept()
                         ? static_cast<std::int32_t>(runtime_)
                         : -1;
+    kept_phase_ = reader_.kept_phase();
     attempted_ = false;
     const std::uint32_t index = handle_.valid() ? handle_.index : 0;
     SideCounters *counters = handle_.valid() ? region_->stats().client_counters(index) : nullptr;
@@ -268,6 +270,7 @@ ServerCall::ServerCall(Region &region, const Accepted &call, Waker &waker, const
           stopping},
       reader_(ep_) {
     ep_.whole_turns = true;
+    ep_.request = &reader_;
 }
 
 Status ServerCall::read_function(std::span<char, max_function_name + 1> name, std::size_t *length) {
@@ -360,8 +363,9 @@ void ServerCall::finish() {
     const bool gone = ep_.region->client_gone(ep_.index, ep_.generation);
     if (gone && ep_.region->stats().valid())
         ep_.region->stats().add(GlobalCounter::late_responses_dropped);
-    if (ep_.kept_sent && !gone) {
-        kept_ = true;  // held still; the keeper's spin makes the last frame's notify (dispatch.h)
+    if (ep_.kept_sent) {
+        /* Held still, by its bell's spinner: the spin makes the last frame's notify, or lets go (dispatch.h). */
+        kept_ = true;
         return;
     }
     /* Read while the call is still ours: the client writes it when it begins its next call. */

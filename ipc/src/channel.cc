@@ -101,8 +101,17 @@ void MessageWriter::publish(std::uint16_t extra_flags) {
     const int cpu = note_cpu(ep_->self());  // where the peer's spin will look for this side (wait.h)
     std::uint16_t flags = static_cast<std::uint16_t>((first_ ? frame_first : 0) | extra_flags | marks_);
     if (ep_->keep_offered && (extra_flags & (frame_last | frame_aborted)) == frame_last) {
-        flags |= frame_kept;
-        ep_->kept_sent = true;
+        /*
+         * The request frame goes back first (its bytes are copied by now): once the call is kept, the
+         * session may take it back, and the thread it rings for reads the request ring from its head.
+         */
+        if (ep_->request != nullptr)
+            ep_->request->release();
+        bool phase = false;
+        if (ep_->region->keep(ep_->index, &phase)) {  // before the frame that says so (region.h)
+            flags |= phase ? frame_kept | frame_kept_phase : frame_kept;
+            ep_->kept_sent = true;
+        }
     }
     ring_.commit(frame_used_, kind_, flags, ep_->generation, total_,
                  cores_apart(cpu, ep_->peer().cpu.load(std::memory_order_relaxed)));
@@ -263,6 +272,10 @@ Status MessageReader::wait_frame() {
         if (r != Status::would_block)
             return r;
         const Status alive = ep_->call_alive();
+        /* The keeper has not taken the request by now, or before a park: it is not running (region.h). */
+        if (alive == Status::ok && ep_->kept_runtime >= 0 &&
+            ep_->region->revoke_kept(SlotHandle{ep_->index, ep_->generation}, ep_->kept_phase))
+            return ep_->begin_after_let_go();
         if (alive == Status::ok)
             return Status::would_block;
         const Status last_look = ring_.peek(&frame_);  // published before the server let go?
@@ -295,6 +308,7 @@ Status MessageReader::next(std::span<const std::byte> *chunk, bool *last) {
     *last = (frame_.header.flags & frame_last) != 0;
     finished_ = *last;
     kept_ = *last && (frame_.header.flags & frame_kept) != 0;
+    kept_phase_ = (frame_.header.flags & frame_kept_phase) != 0;
     return Status::ok;
 }
 

@@ -79,45 +79,46 @@ Dispatcher::Spun Dispatcher::spin_for_bell(std::chrono::nanoseconds spin, const 
 }
 
 /*
- * Spins on a kept call (see the top). Returns true when its next request
- * came; else it has let go of the call. The let-go comes after the last
- * look at the ring, never before one: a request it did not see is then
- * the session's to begin (region.h).
+ * Spins on a kept call (see the top), as its bell's spinner since the keep
+ * (Region::keep). Returns true when it took the call's next request; else
+ * it has let go of the call, or the session took it back. The let-go comes
+ * after the last look at the ring, never before one: a request it did not
+ * see is then the session's to begin (region.h). The take or the let-go
+ * comes before the spinner word is cleared: until then no other thread
+ * can keep the call, so a take never takes another thread's keep.
  */
 bool Dispatcher::spin_on_kept(const Accepted &kept, std::chrono::nanoseconds spin, const StopCheck &stop,
                               Waker &waker, bool *spent) {
     Doorbell bell = region_.doorbell(runtime_);
     SideCounters *counters = region_.stats().server_counters(kept.index);
-    if (spin.count() > 0 && bell.spinner().exchange(1, std::memory_order_seq_cst) == 0) {
-        const RingView requests = region_.to_server(kept.index);
-        SpinPause pause = watcher_pause(kept.index);
-        SpinBudget budget(spin);
-        bool came = false;
-        for (unsigned i = 1;; ++i) {
-            pause(i);
-            if (requests.frame_published()) {
-                came = true;
-                break;
-            }
-            if (bell.any())
-                break;
-            if (i == 64)  // the answer's notify, off the session's path: a session asleep on it wakes now
-                notify(region_.slot(kept.index)->client, waker, counters);
-            if ((i & 63) == 0 && ((*spent = budget.spent(std::chrono::steady_clock::now())) || stop() ||
-                                  region_.kept_call_ending(kept.index)))
-                break;
+    const RingView requests = region_.to_server(kept.index);
+    SpinPause pause = watcher_pause(kept.index);
+    SpinBudget budget(spin);
+    bool took = false;
+    for (unsigned i = 1; spin.count() > 0; ++i) {
+        pause(i);
+        if (requests.frame_published()) {
+            took = region_.take_kept(kept.index);
+            break;
         }
-        bell.spinner().store(0, std::memory_order_seq_cst);
-        if (came) {
-            std::atomic_thread_fence(std::memory_order_seq_cst);  // the clear before the look: ringers elided for us
-            if (bell.any())
-                notify_idle(region_.dispatch(runtime_), bell, waker, nullptr);
-            bump(counters, Counter::kept_calls);
-            return true;
-        }
+        if (bell.any())
+            break;
+        if (i == 64)  // the answer's notify, off the session's path: a session asleep on it wakes now
+            notify(region_.slot(kept.index)->client, waker, counters);
+        if ((i & 63) == 0 && ((*spent = budget.spent(std::chrono::steady_clock::now())) || stop() ||
+                              region_.kept_call_ending(kept.index)))
+            break;
     }
-    region_.let_go(kept.index, kept.generation, runtime_, waker, counters);
-    return false;
+    if (!took)
+        region_.let_go(kept.index, kept.generation, runtime_, waker, counters);
+    bell.spinner().store(0, std::memory_order_seq_cst);
+    if (!took)
+        return false;  // this thread claims from the bell next (next)
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // the clear before the look: ringers elided for us
+    if (bell.any())
+        notify_idle(region_.dispatch(runtime_), bell, waker, nullptr);
+    bump(counters, Counter::kept_calls);
+    return true;
 }
 
 Status Dispatcher::next(Waker &waker, std::chrono::nanoseconds spin, const StopCheck &stop,

@@ -354,12 +354,44 @@ void Region::finish_serving(std::uint32_t index) {
         push_free(index);
 }
 
+/*
+ * Clears the serving bits of a kept call whose request nobody took, if
+ * its bits under `mask` are `want`, and frees the slot if that made the
+ * word zero; false if they were not (the other side took the call). The keeper's let-go and
+ * the session's revoke: exactly one of them, or the keeper's take, wins.
+ */
+bool Region::end_kept(std::uint32_t index, std::uint32_t mask, std::uint32_t want) {
+    SlotControl *sc = slot(index);
+    std::uint32_t st = sc->state.load(std::memory_order_relaxed);
+    do {
+        if ((st & mask) != want)
+            return false;
+    } while (!sc->state.compare_exchange_weak(st, st & ~serving_bits, std::memory_order_acq_rel));
+    if ((st & ~serving_bits) == 0)
+        push_free(index);
+    return true;
+}
+
 void Region::let_go(std::uint32_t index, std::uint64_t generation, std::uint32_t runtime, Waker &waker,
                     SideCounters *counters) {
     const bool gone = client_gone(index, generation);
-    finish_serving(index);
-    if (!gone)
+    if (end_kept(index, kept_by_server, kept_by_server) && !gone)
         wake_or_owe(index, runtime, waker, counters);
+}
+
+bool Region::keep(std::uint32_t index, bool *phase) {
+    SlotControl *sc = slot(index);
+    const std::uint32_t runtime = sc->call_runtime.load(std::memory_order_relaxed);
+    if (runtime >= runtimes() || doorbell(runtime).spinner().exchange(1, std::memory_order_seq_cst) != 0)
+        return false;
+    const std::uint32_t before = sc->state.fetch_xor(kept_by_server | kept_phase, std::memory_order_acq_rel);
+    *phase = (before & kept_phase) == 0;
+    return true;
+}
+
+bool Region::revoke_kept(const SlotHandle &handle, bool phase) {
+    return handle_current(slot(handle.index), handle) &&
+           end_kept(handle.index, kept_by_server | kept_phase, kept_by_server | (phase ? kept_phase : 0u));
 }
 
 /* A CAS, not a fetch_or: after the let-go the bit would stay on an idle slot's word (see the top). */

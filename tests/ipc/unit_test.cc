@@ -1051,12 +1051,12 @@ TEST(Keep, TheNextRequestGoesStraightToTheKeeperWithNoBellAndNoStateWord) {
     ASSERT_EQ(k.send(0, 10), Status::ok);
     ASSERT_EQ(k.take(0), Status::ok);
     EXPECT_TRUE(k.answer(true));
-    EXPECT_EQ(k.state(), held_by_client | held_by_server | accepted_by_server);  // still held: kept
+    EXPECT_EQ(k.state() & ~kept_phase, held_by_client | held_by_server | accepted_by_server | kept_by_server);
     EXPECT_EQ(k.receive(), "10");
 
     ASSERT_EQ(k.send(0, 20), Status::ok);
     EXPECT_FALSE(k.r.doorbell(0).any()) << "a request to its keeper rang the bell";
-    EXPECT_EQ(k.state(), held_by_client | held_by_server | accepted_by_server);
+    EXPECT_EQ(k.state() & ~kept_phase, held_by_client | held_by_server | accepted_by_server | kept_by_server);
     EXPECT_EQ(k.count(Counter::kept_calls, false), 1u);
     const Accepted kept = k.call;
     ASSERT_EQ(Dispatcher(k.r, 0).next(k.waker, std::chrono::seconds(10), [] { return false; }, k.policy.deadline,
@@ -1065,6 +1065,7 @@ TEST(Keep, TheNextRequestGoesStraightToTheKeeperWithNoBellAndNoStateWord) {
     EXPECT_EQ(k.call.index, kept.index);
     EXPECT_EQ(k.call.generation, kept.generation);
     EXPECT_EQ(k.count(Counter::kept_calls, true), 1u);
+    EXPECT_EQ(k.state() & ~kept_phase, held_by_client | held_by_server | accepted_by_server);  // taken
     EXPECT_FALSE(k.answer(false));
     EXPECT_EQ(k.state(), held_by_client);
     EXPECT_EQ(k.receive(), "20");
@@ -1135,6 +1136,42 @@ TEST(Keep, AnotherRuntimeOrALongRequestRecallsTheKeptCall) {
     }
 }
 
+/*
+ * A keeper that does not run (preempted among more sessions than CPUs) must not hold up its session: the
+ * session, its request not taken by its wait's first probe, takes the call back and rings for it, and
+ * another thread serves it. The keeper, still its bell's spinner, then finds nothing to take and lets go
+ * of nothing. Only the keep of the answer the session read can be taken back: not a later one.
+ */
+TEST(Keep, ASessionWhoseKeeperDoesNotRunTakesTheCallBackAndRingsForIt) {
+    Kept k;
+    ASSERT_TRUE(k.keep_one());
+    const Accepted keeper = k.call;
+    ASSERT_EQ(k.send(0, 20), Status::ok);
+    EXPECT_FALSE(k.r.doorbell(0).any());
+    auto session = std::async(std::launch::async, [&] { return k.receive(); });
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!k.r.doorbell(0).any() && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_TRUE(k.r.doorbell(0).any()) << "the session waits on a keeper that does not run";
+    ASSERT_EQ(k.take(0), Status::ok);  // another thread
+    EXPECT_EQ(k.call.index, keeper.index);
+    EXPECT_FALSE(k.answer(false));
+    EXPECT_EQ(session.get(), "20");
+    Accepted late = keeper;
+    EXPECT_EQ(Dispatcher(k.r, 0).next(k.waker, std::chrono::seconds(60), [] { return true; }, k.policy.deadline,
+                                      &late, late.index, true),
+              Status::stopping);
+    EXPECT_EQ(k.state(), held_by_client) << "the late keeper took or let go of a call it no longer held";
+    EXPECT_EQ(k.count(Counter::kept_calls, true), 0u);
+    EXPECT_EQ(k.r.doorbell(0).spinner().load(), 0u);
+
+    ASSERT_TRUE(k.keep_one());  // and again: a keep the session has not read cannot be taken back
+    const bool phase = (k.state() & kept_phase) != 0;
+    EXPECT_FALSE(k.r.revoke_kept(k.client.handle(), !phase));
+    EXPECT_TRUE(k.r.revoke_kept(k.client.handle(), phase));
+    EXPECT_EQ(k.state(), held_by_client);
+}
+
 /* A session that leaves while its call is kept gets its slot back through the keeper; a new epoch ends a kept call. */
 TEST(Keep, ASessionThatLeavesOrANewEpochEndsAKeptCall) {
     Kept k;
@@ -1196,7 +1233,8 @@ TEST(Keep, AKeeperWakesItsParkedSessionWithoutLettingGo) {
                                       std::chrono::steady_clock::time_point::max(), &kept, kept.index, true),
               Status::stopping);
     EXPECT_EQ(session.get(), "20");
-    EXPECT_EQ(state_at_answer.load(), held_by_client | held_by_server | accepted_by_server)
+    EXPECT_EQ(state_at_answer.load() & ~kept_phase,
+              held_by_client | held_by_server | accepted_by_server | kept_by_server)
         << "the session was woken by the let-go, not by the keeper";
     EXPECT_EQ(k.count(Counter::owed_wakeups_late, false), 0u) << "the session's own recheck found the answer";
     EXPECT_GE(k.count(Counter::wakeups_sent, true), 1u);

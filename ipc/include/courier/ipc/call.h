@@ -170,6 +170,7 @@ private:
     MessageReader reader_;
     std::uint32_t runtime_ = 0;
     std::int32_t kept_runtime_ = -1;  // the last answer said kept: its runtime (see the top)
+    bool kept_phase_ = false;         // and the keep's phase (region.h)
     bool attempted_ = false;  // start() was entered: end() records the call
     std::uint64_t started_ns_ = 0;
     std::uint64_t last_end_ns_ = 0;      // when the last call ended

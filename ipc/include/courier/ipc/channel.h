@@ -39,6 +39,8 @@
 
 namespace courier::ipc {
 
+class MessageReader;
+
 struct Endpoint {
     Region *region = nullptr;
     std::uint32_t index = nil_index;
@@ -66,8 +68,12 @@ struct Endpoint {
     bool keep_offered = false;
     /* Server: such a frame went out, so the session may write its next request straight to the slot. */
     bool kept_sent = false;
+    /* Server: the call's request reader, whose held frame a keep releases first (MessageWriter::publish). */
+    MessageReader *request = nullptr;
     /* Client: this call's request went to the thread that kept the slot's call, for this runtime; -1: it did not. */
     std::int32_t kept_runtime = -1;
+    /* Client, with kept_runtime: the phase of that keep (region.h). */
+    bool kept_phase = false;
 
     SlotControl &control() const { return *region->slot(index); }
     Waiter &self() const { return is_client ? control().client : control().server; }
@@ -172,8 +178,9 @@ public:
     std::uint64_t total() const { return total_; }
     std::uint64_t received() const { return received_; }
     bool finished() const { return finished_; }
-    /* The message's last frame said the thread keeps the call (frame_kept). */
+    /* The message's last frame said the thread keeps the call (frame_kept), and the keep's phase. */
     bool kept() const { return kept_; }
+    bool kept_phase() const { return kept_phase_; }
 
 private:
     Status validate(const Frame &f);
@@ -188,6 +195,7 @@ private:
     FrameKind kind_ = FrameKind::pad;
     bool from_host_ = false;
     bool kept_ = false;
+    bool kept_phase_ = false;
     std::uint64_t total_ = unknown_length;
     std::uint64_t received_ = 0;
 };

@@ -57,13 +57,17 @@
  * not wake anyone.
  *
  * A thread that kept the call it served (region.h, call.h) spins on that
- * call instead, as the runtime's spinner too: it polls the slot's request
- * ring for the next frame, the bell beside it, and every 64th poll the
- * slot's state word for a recall or the client gone. The request takes it
- * straight back to work, with no RMW at all. Anything else lets the call
- * go, then the thread goes on as any idle thread; one that spun its whole
- * budget on the kept call parks without spinning again. A thread that
- * cannot be the spinner (another one is) lets go at once.
+ * call instead, as the runtime's spinner: it became the spinner when it
+ * kept the call, and a thread that cannot (another one is) does not keep.
+ * It polls the slot's request ring for the next frame, the bell beside it,
+ * and every 64th poll the slot's state word for a recall or the client
+ * gone. The request takes it straight back to work, with one RMW on a line
+ * it holds (take_kept), unless the session took the call back. Anything
+ * else lets the call go, then the thread goes on as any idle thread; one
+ * that spun its whole budget on the kept call parks without spinning
+ * again. It stops being the spinner only after its take or let-go, so no
+ * other thread keeps the call while it may still take: a take finds its
+ * own keep or none.
  */
 #pragma once
 

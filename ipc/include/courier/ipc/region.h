@@ -18,6 +18,10 @@
  *   recalled_by_client  set by a session whose previous call a thread
  *                       kept (below), and that begins its next call the
  *                       usual way; cleared with held_by_server
+ *   kept_by_server      set by a serving thread before the answer that
+ *                       says it keeps the call (below); cleared by that
+ *                       thread when it takes the next request or lets
+ *                       go, or by the session when it takes the call back
  *
  * The slot goes back to the free list when the word drops to zero, and
  * exactly the party whose clear made it zero pushes it ("release is by
@@ -48,25 +52,46 @@
  *
  * The kept call: a serving thread that answers a call and will spin for
  * the next may keep the call instead of letting go: held_by_server and
- * accepted_by_server stay set, and the answer's last frame says so
- * (frame_kept). The session's next call, if it is for the same runtime,
- * fits one frame and finds the server epoch unchanged, is written straight
- * into the request ring, with no begin_call and no bell: the keeper polls
- * that ring's next frame. So the state word, which went between the two
- * sides three times a call (the session's fetch_or, the watcher's CAS,
- * the let-go), is not written at all: half of the core's round trip
- * (bench/README.md). A keeper that stops keeping (the bell rang, its spin
- * ran out, recalled, the client gone, the worker stopping) lets go as any
- * call does (let_go: finish_serving, then the wake). It looks at the
- * request ring before, never after: so a session that wrote its request
- * and then finds held_by_server clear with no answer in its ring knows the
- * request was not read, and begins the call then, ringing the bell for it
- * (Endpoint::begin_after_let_go); no word is shared in that race but the
- * state word, whose RMWs order it. A session that may not take the kept
- * path (another runtime, a longer request) sets recalled_by_client, which
- * the keeper reads every 64th poll, and waits in begin_call as after any
- * call; the recall is a CAS that sets the bit only while held_by_server is
- * set, so a recall after the let-go leaves nothing behind. model/slots.pml
+ * accepted_by_server stay set, it sets kept_by_server, and then the
+ * answer's last frame says so (frame_kept). The session's next call, if it
+ * is for the same runtime, fits one frame and finds the server epoch
+ * unchanged, is written straight into the request ring, with no
+ * begin_call and no bell: the keeper polls that ring's next frame, and
+ * takes the request by clearing kept_by_server (take_kept). So the
+ * session does not write the state word at all, and the keeper's two
+ * RMWs find the line in its own cache. Who holds the call while the
+ * request waits is settled by that bit alone, in RMWs on the one word:
+ *   - the keeper takes the request (take_kept), and serves it;
+ *   - or it stops keeping (the bell rang, its spin ran out, recalled,
+ *     the client gone, the worker stopping) and lets go (let_go: a CAS
+ *     that clears the serving bits only while kept_by_server is set,
+ *     then the wake). It looks at the request ring before, never after;
+ *   - or the session takes the call back (revoke_kept, the same CAS): its
+ *     wait for the answer found the request not taken at its 64th poll or
+ *     before it parks, so the keeper is not running (preempted among more
+ *     sessions than CPUs) and the call must not wait for it.
+ * A thread keeps only as the spinner of the call's bell (Region::keep;
+ * one that cannot be, because another thread is, answers without
+ * keeping), and it stops being the spinner only after its take or let-go:
+ * so while it may take, no other thread sets the bit, and a take finds
+ * its own keep or none. Before the keep it releases the request frame: a
+ * session that takes the call back rings for a thread that reads the
+ * request ring from its head, which must be past the old request.
+ * The keeper that took a request sets the bit again when it keeps the
+ * call after answering it, maybe before the session has looked: so every
+ * keep flips kept_phase too, the answer carries the phase
+ * (frame_kept_phase), and the session takes back only the keep of the
+ * answer it read. One bit is enough: the next keep but one comes after
+ * the session's next request, which comes after it read this answer.
+ * In the last two cases the session, finding held_by_server clear and no
+ * answer in its ring, knows the request was not read: it begins the call
+ * then and rings the bell for it (Endpoint::begin_after_let_go), with the
+ * request already in the ring. A keeper whose take finds the bit clear
+ * serves nothing. A session that may not take the kept path (another
+ * runtime, a longer request) sets recalled_by_client, which the keeper
+ * reads every 64th poll, and waits in begin_call as after any call; the
+ * recall is a CAS that sets the bit only while held_by_server is set, so
+ * a recall after the let-go leaves nothing behind. model/slots.pml
  * (-DKEEP) checks this.
  *
  * Owed wakes: a serving thread that lets go of a call whose client
@@ -154,9 +179,12 @@ enum SlotStateBits : std::uint32_t {
     accepted_by_server = 1u << 2,  // a server thread took the call
     watched_by_server = 1u << 3,   // a spinning server thread polls this word (see the top)
     recalled_by_client = 1u << 4,  // the session wants its kept call let go (see the top)
+    kept_by_server = 1u << 5,      // the serving thread keeps the call, its next request not taken (see the top)
+    kept_phase = 1u << 6,          // flipped by every keep (see the top)
 };
 /* What finish_serving clears: everything the server's side holds. */
-inline constexpr std::uint32_t serving_bits = held_by_server | accepted_by_server | recalled_by_client;
+inline constexpr std::uint32_t serving_bits =
+    held_by_server | accepted_by_server | recalled_by_client | kept_by_server | kept_phase;
 inline constexpr unsigned watch_runtime_shift = 8;
 inline constexpr std::uint32_t watch_bits = watched_by_server | 0xffu << watch_runtime_shift;
 inline constexpr std::uint32_t watched_by(std::uint32_t runtime) {
@@ -312,11 +340,28 @@ public:
     /* The server is done with the call; returns the slot if abandoned. */
     void finish_serving(std::uint32_t index);
     /*
-     * Lets go of the call on `index` (finish_serving), then wakes its
-     * client, or owes the wake (wake_or_owe), unless the client has gone.
+     * Before the answer that says so: the serving thread keeps the call on
+     * `index`, as the spinner of its runtime's bell (see the top); false,
+     * keeping nothing, if another thread spins there. *phase: the keep's
+     * phase, which the answer carries (frame_kept_phase).
+     */
+    bool keep(std::uint32_t index, bool *phase);
+    /* The keeper takes the kept call's next request; false if it no longer holds the call. */
+    bool take_kept(std::uint32_t index) {
+        return (slot_at(index)->state.fetch_and(~kept_by_server, std::memory_order_acq_rel) & kept_by_server) != 0;
+    }
+    /*
+     * The keeper lets go of the kept call on `index`, unless the session
+     * took it back: then wakes its client, or owes the wake (wake_or_owe),
+     * unless the client has gone.
      */
     void let_go(std::uint32_t index, std::uint64_t generation, std::uint32_t runtime, Waker &waker,
                 SideCounters *counters);
+    /*
+     * The session takes back its kept call, of the keep of `phase`, whose
+     * request the keeper has not taken; true if it did.
+     */
+    bool revoke_kept(const SlotHandle &handle, bool phase);
     /* Whether the kept call on `index` should be let go: recalled, or its client gone (one load). */
     bool kept_call_ending(std::uint32_t index) const {
         return (slot_at(index)->state.load(std::memory_order_relaxed) & (held_by_client | recalled_by_client)) !=
@@ -348,6 +393,7 @@ public:
     std::uint32_t slots_in_use() const;
 
 private:
+    bool end_kept(std::uint32_t index, std::uint32_t mask, std::uint32_t want);
     /* An index the caller knows is in range (a leased or accepted slot's). */
     SlotControl *slot_at(std::uint32_t index) const {
         return reinterpret_cast<SlotControl *>(base_ + layout_.slots_offset + index * layout_.slot_stride);

@@ -73,6 +73,7 @@ enum FrameFlags : std::uint16_t {
     frame_aborted = 1u << 2,    // with last: the producer gave up on the message
     frame_from_host = 1u << 3,  // an error message of the serving host (the worker), not the runtime's
     frame_kept = 1u << 4,       // with last, server → client: the serving thread kept the call (region.h)
+    frame_kept_phase = 1u << 5, // with kept: the phase of that keep (kept_phase, region.h)
 };
 
 inline constexpr std::uint64_t unknown_length = ~0ull;
