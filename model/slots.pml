@@ -162,10 +162,13 @@
  *                          and one lets the slot go under the other
  *                          (free_in_use)
  *   -DKEEP_WITHOUT_SPINNER any thread keeps, spinner or not: a late keeper's
- *                          take takes another's keep (free_in_use)
- *   -DREVOKE_WITHOUT_PHASE the session takes back whatever keep it finds,
- *                          even the next answer's, before reading that
- *                          answer (lost_wakeup)
+ *                          take takes another's keep (lost_wakeup)
+ * The phase in the take-back is not shown needed here: without it the
+ * session takes back the keep of the answer it has not read yet, and the
+ * thread rung for that waits for the session's next request, which these
+ * configurations always send to it (the same runtime, one frame). With
+ * a next call to another runtime that thread and the session's begin_call
+ * would wait on each other.
  */
 
 #define NS 2            /* slots */
@@ -393,6 +396,7 @@ proctype Client(byte me) {
     bit ok, skip_ring;
 #ifdef KEEP
     bit kept, keptpath;   /* the last answer said kept; this request went to the keeper */
+    bit rv;               /* the session took the call back */
     bit kphase;           /* the phase of that keep */
 #endif
 
@@ -503,16 +507,19 @@ request_out:
 #endif
 #ifdef KEEP
         /*
-         * Region::revoke_kept, at a check of the wait (its 64th poll, before a park): the keeper has not
-         * taken the request (KS still set), so the session takes the call back, and begins it.
+         * Region::revoke_kept, at a check of the wait (its 64th poll, before a park), after a look that
+         * found no answer: if the keeper has not taken the request (KS still set, of the keep of the
+         * answer the session read), the session takes the call back, and begins it. Two steps: the keeper
+         * may answer, and keep again, in between.
          */
-#ifndef REVOKE_WITHOUT_PHASE
-        :: atomic { keptpath && !response[idx] && (state[idx] & (KS | KP)) == KS + kphase * KP ->
-#else
-        :: atomic { keptpath && !response[idx] && (state[idx] & KS) ->
-#endif
-                    state[idx] = state[idx] & ~SERVING }
-           keptpath = 0; begin_after_let_go(idx)
+        :: atomic { keptpath && !response[idx] && (state[idx] & KS) } ->
+           atomic {
+               if :: (state[idx] & (KS | KP)) == KS + kphase * KP ->
+                     state[idx] = state[idx] & ~SERVING; rv = 1
+                  :: else -> skip
+               fi
+           }
+           if :: rv -> rv = 0; keptpath = 0; begin_after_let_go(idx) :: else -> skip fi
 #endif
         :: atomic { !response[idx] && server_epoch == epoch && (state[idx] & HS) != 0 } ->
             CLIENT_PREPARE;
@@ -717,12 +724,13 @@ end_request:
 #endif
 #ifdef KEEP
     /*
-     * ServerCall::offer_keep (any thread may offer): MessageWriter::publish releases the request frame,
-     * then Region::keep makes the thread its bell's spinner, or keeps nothing if another thread spins
-     * there, and sets KS before the answer that says kept. So a thread that finds KS set while it spins
-     * on a kept call finds its own keep (the take, below). The request bit here is cleared when it is
-     * read; the code's frame stays in the ring until released, which is why the release comes first:
-     * a session that takes the call back rings for a thread that reads the ring from its head.
+     * ServerCall::offer_keep (any thread may offer): Region::may_keep makes the thread its bell's spinner,
+     * or it keeps nothing if another thread spins there, and reads the phase the keep will have; the
+     * answer says kept, with that phase; then MessageWriter::publish releases the request frame and
+     * Region::keep sets KS (below). So a thread that finds KS set while it spins on a kept call finds
+     * its own keep (the take, below). The request bit here is cleared when it is read; the code's frame
+     * stays in the ring until released, which is why the release comes before KS: a session that takes
+     * the call back rings for a thread that reads the ring from its head.
      */
     if
 #ifndef KEEP_WITHOUT_SPINNER
@@ -730,8 +738,7 @@ end_request:
 #else
     :: atomic {
 #endif
-                assert((state[i] & KS) == 0); keep = 1; state[i] = state[i] ^ (KS | KP); kph = (state[i] & KP) != 0;
-                serving_by[id] = NIL }   /* its request frame released first: it reads nothing more of the call */
+                assert((state[i] & KS) == 0); keep = 1; kph = (state[i] & KP) == 0 }
     :: keep = 0
     fi;
 #endif
@@ -747,6 +754,8 @@ end_request:
 #ifdef KEEP
     if
     :: keep ->
+        /* Region::keep, after the answer and the request frame's release: from here it reads nothing of the call */
+        atomic { state[i] = state[i] ^ (KS | KP); assert(kph == ((state[i] & KP) != 0)); serving_by[id] = NIL };
         /* ServerCall::finish keeps the call: no let-go, and its notify is left to the spin below */
         keep = 0;   /* keeping is not serving: the take (below) begins that */
         /*

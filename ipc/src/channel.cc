@@ -100,21 +100,25 @@ Status MessageWriter::open_frame(std::uint64_t min, std::uint64_t max) {
 void MessageWriter::publish(std::uint16_t extra_flags) {
     const int cpu = note_cpu(ep_->self());  // where the peer's spin will look for this side (wait.h)
     std::uint16_t flags = static_cast<std::uint16_t>((first_ ? frame_first : 0) | extra_flags | marks_);
-    if (ep_->keep_offered && (extra_flags & (frame_last | frame_aborted)) == frame_last) {
-        /*
-         * The request frame goes back first (its bytes are copied by now): once the call is kept, the
-         * session may take it back, and the thread it rings for reads the request ring from its head.
-         */
-        if (ep_->request != nullptr)
-            ep_->request->release();
-        bool phase = false;
-        if (ep_->region->keep(ep_->index, &phase)) {  // before the frame that says so (region.h)
-            flags |= phase ? frame_kept | frame_kept_phase : frame_kept;
-            ep_->kept_sent = true;
-        }
+    bool phase = false;
+    const bool keeping = ep_->keep_offered && (extra_flags & (frame_last | frame_aborted)) == frame_last &&
+                         ep_->region->may_keep(ep_->index, &phase);
+    if (keeping) {
+        flags |= phase ? frame_kept | frame_kept_phase : frame_kept;
+        ep_->kept_sent = true;
     }
     ring_.commit(frame_used_, kind_, flags, ep_->generation, total_,
                  cores_apart(cpu, ep_->peer().cpu.load(std::memory_order_relaxed)));
+    if (keeping) {
+        /*
+         * The request frame goes back before the keep: from the keep on, the session may take the call
+         * back, and the thread it rings for reads the request ring from its head (region.h). Both after
+         * the frame, off the session's path.
+         */
+        if (ep_->request != nullptr)
+            ep_->request->release();
+        ep_->region->keep(ep_->index);
+    }
     const bool ring_bell = first_ && ep_->ring_runtime >= 0;
     first_ = false;
     open_ = false;

@@ -379,13 +379,12 @@ void Region::let_go(std::uint32_t index, std::uint64_t generation, std::uint32_t
         wake_or_owe(index, runtime, waker, counters);
 }
 
-bool Region::keep(std::uint32_t index, bool *phase) {
+bool Region::may_keep(std::uint32_t index, bool *phase) {
     SlotControl *sc = slot(index);
     const std::uint32_t runtime = sc->call_runtime.load(std::memory_order_relaxed);
     if (runtime >= runtimes() || doorbell(runtime).spinner().exchange(1, std::memory_order_seq_cst) != 0)
         return false;
-    const std::uint32_t before = sc->state.fetch_xor(kept_by_server | kept_phase, std::memory_order_acq_rel);
-    *phase = (before & kept_phase) == 0;
+    *phase = (sc->state.load(std::memory_order_relaxed) & kept_phase) == 0;
     return true;
 }
 

@@ -52,8 +52,8 @@
  *
  * The kept call: a serving thread that answers a call and will spin for
  * the next may keep the call instead of letting go: held_by_server and
- * accepted_by_server stay set, it sets kept_by_server, and then the
- * answer's last frame says so (frame_kept). The session's next call, if it
+ * accepted_by_server stay set, the answer's last frame says so
+ * (frame_kept), and then it sets kept_by_server. The session's next call, if it
  * is for the same runtime, fits one frame and finds the server epoch
  * unchanged, is written straight into the request ring, with no
  * begin_call and no bell: the keeper polls that ring's next frame, and
@@ -70,13 +70,15 @@
  *     wait for the answer found the request not taken at its 64th poll or
  *     before it parks, so the keeper is not running (preempted among more
  *     sessions than CPUs) and the call must not wait for it.
- * A thread keeps only as the spinner of the call's bell (Region::keep;
- * one that cannot be, because another thread is, answers without
- * keeping), and it stops being the spinner only after its take or let-go:
- * so while it may take, no other thread sets the bit, and a take finds
- * its own keep or none. Before the keep it releases the request frame: a
- * session that takes the call back rings for a thread that reads the
- * request ring from its head, which must be past the old request.
+ * A thread keeps only as the spinner of the call's bell (may_keep; one
+ * that cannot be, because another thread is, answers without keeping),
+ * and it stops being the spinner only after its take or let-go: so while
+ * it may take, no other thread sets the bit, and a take finds its own
+ * keep or none. Between the answer and the keep it releases the request
+ * frame: a session that takes the call back rings for a thread that reads
+ * the request ring from its head, which must be past the old request. A
+ * session that reads the answer before the keep cannot take the call back
+ * yet, and waits, as for a keeper that runs.
  * The keeper that took a request sets the bit again when it keeps the
  * call after answering it, maybe before the session has looked: so every
  * keep flips kept_phase too, the answer carries the phase
@@ -340,12 +342,17 @@ public:
     /* The server is done with the call; returns the slot if abandoned. */
     void finish_serving(std::uint32_t index);
     /*
-     * Before the answer that says so: the serving thread keeps the call on
-     * `index`, as the spinner of its runtime's bell (see the top); false,
-     * keeping nothing, if another thread spins there. *phase: the keep's
-     * phase, which the answer carries (frame_kept_phase).
+     * Before the answer that says so: the serving thread becomes the
+     * spinner of the call's bell, to keep the call on `index` (see the
+     * top); false if another thread spins there. *phase: the phase of the
+     * keep to come, which the answer carries (frame_kept_phase): only this
+     * thread changes it until then (the session takes back only a keep).
      */
-    bool keep(std::uint32_t index, bool *phase);
+    bool may_keep(std::uint32_t index, bool *phase);
+    /* After that answer: keeps the call (sets kept_by_server, flips kept_phase). */
+    void keep(std::uint32_t index) {
+        slot_at(index)->state.fetch_xor(kept_by_server | kept_phase, std::memory_order_acq_rel);
+    }
     /* The keeper takes the kept call's next request; false if it no longer holds the call. */
     bool take_kept(std::uint32_t index) {
         return (slot_at(index)->state.fetch_and(~kept_by_server, std::memory_order_acq_rel) & kept_by_server) != 0;
