@@ -372,10 +372,21 @@ bool Region::end_kept(std::uint32_t index, std::uint32_t mask, std::uint32_t wan
     return true;
 }
 
+bool Region::take_kept(std::uint32_t index, std::uint32_t runtime) {
+    SlotControl *sc = slot(index);
+    std::uint32_t st = sc->state.load(std::memory_order_relaxed);
+    do {
+        if ((st & (kept_by_server | kept_runtime_bits)) != kept_for(runtime))
+            return false;
+    } while (!sc->state.compare_exchange_weak(st, st & ~(kept_by_server | kept_runtime_bits),
+                                              std::memory_order_acq_rel));
+    return true;
+}
+
 void Region::let_go(std::uint32_t index, std::uint64_t generation, std::uint32_t runtime, Waker &waker,
                     SideCounters *counters) {
     const bool gone = client_gone(index, generation);
-    if (end_kept(index, kept_by_server, kept_by_server) && !gone)
+    if (end_kept(index, kept_by_server | kept_runtime_bits, kept_for(runtime)) && !gone)
         wake_or_owe(index, runtime, waker, counters);
 }
 
@@ -388,9 +399,10 @@ bool Region::may_keep(std::uint32_t index, bool *phase) {
     return true;
 }
 
-bool Region::revoke_kept(const SlotHandle &handle, bool phase) {
+bool Region::revoke_kept(const SlotHandle &handle, std::uint32_t runtime, bool phase) {
     return handle_current(slot(handle.index), handle) &&
-           end_kept(handle.index, kept_by_server | kept_phase, kept_by_server | (phase ? kept_phase : 0u));
+           end_kept(handle.index, kept_by_server | kept_runtime_bits | kept_phase,
+                    kept_for(runtime) | (phase ? kept_phase : 0u));
 }
 
 /* A CAS, not a fetch_or: after the let-go the bit would stay on an idle slot's word (see the top). */

@@ -1089,6 +1089,7 @@ TEST(Keep, ARequestTheKeeperLetGoUnreadBeginsItsCallAndRingsForIt) {
 
     ASSERT_EQ(k.send(0, 25), Status::ok);  // on the kept path
     k.r.let_go(k.call.index, k.call.generation, 0, k.waker, nullptr);  // after its last look, unseen
+    k.r.doorbell(0).spinner().store(0);  // and it stops spinning, as its spin's end does: ringers wake again
     EXPECT_EQ(k.state(), held_by_client);
     auto served = std::async(std::launch::async, [&] {
         if (k.take(0) != Status::ok)  // parks until the session rings
@@ -1153,6 +1154,7 @@ TEST(Keep, ASessionWhoseKeeperDoesNotRunTakesTheCallBackAndRingsForIt) {
     while (!k.r.doorbell(0).any() && std::chrono::steady_clock::now() < until)
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     ASSERT_TRUE(k.r.doorbell(0).any()) << "the session waits on a keeper that does not run";
+    EXPECT_EQ(read_stats(k.seg.stats()).global[static_cast<int>(GlobalCounter::kept_calls_taken_back)], 1u);
     ASSERT_EQ(k.take(0), Status::ok);  // another thread
     EXPECT_EQ(k.call.index, keeper.index);
     EXPECT_FALSE(k.answer(false));
@@ -1167,8 +1169,38 @@ TEST(Keep, ASessionWhoseKeeperDoesNotRunTakesTheCallBackAndRingsForIt) {
 
     ASSERT_TRUE(k.keep_one());  // and again: a keep the session has not read cannot be taken back
     const bool phase = (k.state() & kept_phase) != 0;
-    EXPECT_FALSE(k.r.revoke_kept(k.client.handle(), !phase));
-    EXPECT_TRUE(k.r.revoke_kept(k.client.handle(), phase));
+    EXPECT_FALSE(k.r.revoke_kept(k.client.handle(), 0, !phase));
+    EXPECT_FALSE(k.r.revoke_kept(k.client.handle(), 1, phase));
+    EXPECT_TRUE(k.r.revoke_kept(k.client.handle(), 0, phase));
+    EXPECT_EQ(k.state(), held_by_client);
+}
+
+/*
+ * After a take-back the session's next call may be another runtime's, kept by that bell's spinner while
+ * the first keeper, of another bell, still spins on the slot: the late keeper sees the request but must
+ * neither take it nor let the other's keep go (a keep names its runtime).
+ */
+TEST(Keep, ALateKeeperLeavesAnotherRuntimesKeepAlone) {
+    Kept k;
+    ASSERT_TRUE(k.keep_one());  // runtime 0's keep, not taken: its keeper does not run
+    const Accepted late0 = k.call;
+    ASSERT_TRUE(k.r.revoke_kept(k.client.handle(), 0, (k.state() & kept_phase) != 0));  // as the wait does
+    ASSERT_EQ(k.send(1, 10), Status::ok);
+    ASSERT_EQ(k.take(1), Status::ok);
+    ASSERT_TRUE(k.answer(true)) << "runtime 1's spinner did not keep";
+    ASSERT_EQ(k.receive(), "10");
+    ASSERT_EQ(k.send(1, 20), Status::ok);  // straight to runtime 1's keeper
+    Accepted late = late0;
+    EXPECT_EQ(Dispatcher(k.r, 0).next(k.waker, std::chrono::seconds(60), [] { return true; }, k.policy.deadline,
+                                      &late, late.index, true),
+              Status::stopping);
+    EXPECT_EQ(k.state() & (kept_by_server | kept_runtime_bits), kept_for(1)) << "runtime 0 took runtime 1's keep";
+    const Accepted kept1 = k.call;
+    ASSERT_EQ(Dispatcher(k.r, 1).next(k.waker, std::chrono::seconds(10), [] { return false; }, k.policy.deadline,
+                                      &k.call, kept1.index, true),
+              Status::ok);
+    EXPECT_FALSE(k.answer(false));
+    EXPECT_EQ(k.receive(), "20");
     EXPECT_EQ(k.state(), held_by_client);
 }
 

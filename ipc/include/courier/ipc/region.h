@@ -18,10 +18,11 @@
  *   recalled_by_client  set by a session whose previous call a thread
  *                       kept (below), and that begins its next call the
  *                       usual way; cleared with held_by_server
- *   kept_by_server      set by a serving thread before the answer that
- *                       says it keeps the call (below); cleared by that
- *                       thread when it takes the next request or lets
- *                       go, or by the session when it takes the call back
+ *   kept_by_server      set by a serving thread after the answer that
+ *                       says it keeps the call (below), with its runtime
+ *                       in bits 16-23; cleared by that thread when it
+ *                       takes the next request or lets go, or by the
+ *                       session when it takes the call back
  *
  * The slot goes back to the free list when the word drops to zero, and
  * exactly the party whose clear made it zero pushes it ("release is by
@@ -74,7 +75,10 @@
  * that cannot be, because another thread is, answers without keeping),
  * and it stops being the spinner only after its take or let-go: so while
  * it may take, no other thread sets the bit, and a take finds its own
- * keep or none. Between the answer and the keep it releases the request
+ * keep or none: the keep names its runtime, because after a take-back the
+ * session's next call may be another runtime's, kept by that bell's
+ * spinner (and a slot with the bit set is never free). Between the
+ * answer and the keep it releases the request
  * frame: a session that takes the call back rings for a thread that reads
  * the request ring from its head, which must be past the old request. A
  * session that reads the answer before the keep cannot take the call back
@@ -184,9 +188,15 @@ enum SlotStateBits : std::uint32_t {
     kept_by_server = 1u << 5,      // the serving thread keeps the call, its next request not taken (see the top)
     kept_phase = 1u << 6,          // flipped by every keep (see the top)
 };
+inline constexpr unsigned kept_runtime_shift = 16;
+inline constexpr std::uint32_t kept_runtime_bits = 0xffu << kept_runtime_shift;
+/* A keep names its runtime: a thread of another runtime's bell may keep the call after a take-back. */
+inline constexpr std::uint32_t kept_for(std::uint32_t runtime) {
+    return kept_by_server | runtime << kept_runtime_shift;
+}
 /* What finish_serving clears: everything the server's side holds. */
 inline constexpr std::uint32_t serving_bits =
-    held_by_server | accepted_by_server | recalled_by_client | kept_by_server | kept_phase;
+    held_by_server | accepted_by_server | recalled_by_client | kept_by_server | kept_phase | kept_runtime_bits;
 inline constexpr unsigned watch_runtime_shift = 8;
 inline constexpr std::uint32_t watch_bits = watched_by_server | 0xffu << watch_runtime_shift;
 inline constexpr std::uint32_t watched_by(std::uint32_t runtime) {
@@ -349,14 +359,14 @@ public:
      * thread changes it until then (the session takes back only a keep).
      */
     bool may_keep(std::uint32_t index, bool *phase);
-    /* After that answer: keeps the call (sets kept_by_server, flips kept_phase). */
+    /* After that answer: keeps the call (sets kept_for its runtime, flips kept_phase). */
     void keep(std::uint32_t index) {
-        slot_at(index)->state.fetch_xor(kept_by_server | kept_phase, std::memory_order_acq_rel);
+        SlotControl *sc = slot_at(index);
+        sc->state.fetch_xor(kept_for(sc->call_runtime.load(std::memory_order_relaxed)) | kept_phase,
+                            std::memory_order_acq_rel);
     }
-    /* The keeper takes the kept call's next request; false if it no longer holds the call. */
-    bool take_kept(std::uint32_t index) {
-        return (slot_at(index)->state.fetch_and(~kept_by_server, std::memory_order_acq_rel) & kept_by_server) != 0;
-    }
+    /* The keeper of `runtime` takes the kept call's next request; false if it no longer holds the call. */
+    bool take_kept(std::uint32_t index, std::uint32_t runtime);
     /*
      * The keeper lets go of the kept call on `index`, unless the session
      * took it back: then wakes its client, or owes the wake (wake_or_owe),
@@ -365,10 +375,10 @@ public:
     void let_go(std::uint32_t index, std::uint64_t generation, std::uint32_t runtime, Waker &waker,
                 SideCounters *counters);
     /*
-     * The session takes back its kept call, of the keep of `phase`, whose
-     * request the keeper has not taken; true if it did.
+     * The session takes back its kept call, of the keep by `runtime` of
+     * `phase`, whose request the keeper has not taken; true if it did.
      */
-    bool revoke_kept(const SlotHandle &handle, bool phase);
+    bool revoke_kept(const SlotHandle &handle, std::uint32_t runtime, bool phase);
     /* Whether the kept call on `index` should be let go: recalled, or its client gone (one load). */
     bool kept_call_ending(std::uint32_t index) const {
         return (slot_at(index)->state.load(std::memory_order_relaxed) & (held_by_client | recalled_by_client)) !=
