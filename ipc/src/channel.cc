@@ -278,8 +278,12 @@ Status MessageReader::wait_frame() {
         const Status alive = ep_->call_alive();
         /* The keeper has not taken the request by now, or before a park: it is not running (region.h). */
         if (alive == Status::ok && ep_->kept_runtime >= 0 &&
-            ep_->region->revoke_kept(SlotHandle{ep_->index, ep_->generation}, ep_->kept_phase))
+            ep_->region->revoke_kept(SlotHandle{ep_->index, ep_->generation},
+                                     static_cast<std::uint32_t>(ep_->kept_runtime), ep_->kept_phase)) {
+            if (ep_->region->stats().valid())
+                ep_->region->stats().add(GlobalCounter::kept_calls_taken_back);
             return ep_->begin_after_let_go();
+        }
         if (alive == Status::ok)
             return Status::would_block;
         const Status last_look = ring_.peek(&frame_);  // published before the server let go?

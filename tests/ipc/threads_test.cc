@@ -225,8 +225,9 @@ TEST(Threads, WatchedSlotsAcrossTwoRuntimesWithAbandonedCalls) {
  * come (the race begin_after_let_go closes); four sessions, more than the CPUs, switch runtime now
  * and then and send now and then a request of several frames (both recall the kept call), now and
  * then a call held until its session gives up, and leave their slots at the end, kept or not.
- * Every call answers from its runtime with its own bytes, no keeper takes a request that was not
- * sent to one, and every slot comes back (the keepers see their sessions gone by the stop).
+ * Keepers that are not running (six threads on two CPUs) have their calls taken back. Every call
+ * answers from its runtime with its own bytes, no keeper takes a request that was not sent to one or
+ * that its session took back, and every slot comes back (the keepers see their sessions gone by the stop).
  */
 TEST(Threads, KeptCallsWithRecallsLetGosAndAbandons) {
     TwoRuntimes k(6, 20us, 1us, true);
@@ -236,10 +237,15 @@ TEST(Threads, KeptCallsWithRecallsLetGosAndAbandons) {
     const std::uint64_t taken = k.count(Counter::kept_calls, true);
     EXPECT_EQ(k.abandons(), k.abandoned.load());
     EXPECT_EQ(k.seg.region().slots_in_use(), 0u);
-    std::printf("kept calls: %llu sent to a keeper, %llu taken by it\n", static_cast<unsigned long long>(sent),
-                static_cast<unsigned long long>(taken));
+    const std::uint64_t taken_back =
+        read_stats(k.seg.stats()).global[static_cast<int>(GlobalCounter::kept_calls_taken_back)];
+    std::printf("kept calls: %llu sent to a keeper, %llu taken by it, %llu taken back by their sessions\n",
+                static_cast<unsigned long long>(sent), static_cast<unsigned long long>(taken),
+                static_cast<unsigned long long>(taken_back));
     EXPECT_GT(taken, 0u) << "no call was kept: the test did not reach the kept path";
     EXPECT_LE(taken, sent) << "a keeper took a request that was not sent to one";
+    EXPECT_GT(taken_back, 0u) << "no session took its call back: the test did not reach the take-back";
+    EXPECT_LE(taken + taken_back, sent) << "a request both taken by its keeper and taken back";
 }
 
 namespace {

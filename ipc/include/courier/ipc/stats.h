@@ -88,6 +88,8 @@ namespace courier::ipc {
       "Calls that failed after waiting courier.slot_wait_timeout for a slot")                                 \
     X(abandons, "courier_call_abandons_total", as_is,                                                         \
       "Calls abandoned by their session (cancel, timeout, error, exit)")                                      \
+    X(kept_calls_taken_back, "courier_kept_calls_taken_back_total", as_is,                                    \
+      "Kept calls a session took back, its request not taken by the worker thread that kept it, and rang for") \
     X(late_responses_dropped, "courier_late_responses_dropped_total", as_is,                                  \
       "Responses dropped because the session had abandoned the call")                                         \
     X(calls_dropped_unstarted, "courier_calls_dropped_unstarted_total", as_is,                                \
