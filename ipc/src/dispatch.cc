@@ -98,7 +98,7 @@ bool Dispatcher::spin_on_kept(const Accepted &kept, std::chrono::nanoseconds spi
     for (unsigned i = 1; spin.count() > 0; ++i) {
         pause(i);
         if (requests.frame_published()) {
-            took = region_.take_kept(kept.index);
+            took = region_.take_kept(kept.index, runtime_);
             break;
         }
         if (bell.any())
@@ -109,11 +109,12 @@ bool Dispatcher::spin_on_kept(const Accepted &kept, std::chrono::nanoseconds spi
                               region_.kept_call_ending(kept.index)))
             break;
     }
-    if (!took)
+    if (!took) {
         region_.let_go(kept.index, kept.generation, runtime_, waker, counters);
-    bell.spinner().store(0, std::memory_order_seq_cst);
-    if (!took)
+        bell.spinner().store(0, std::memory_order_seq_cst);
         return false;  // this thread claims from the bell next (next)
+    }
+    bell.spinner().store(0, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);  // the clear before the look: ringers elided for us
     if (bell.any())
         notify_idle(region_.dispatch(runtime_), bell, waker, nullptr);
