@@ -135,8 +135,8 @@
  * begin_call, no bell and no notify (Client::write_to_keeper); otherwise
  * it recalls (RC, a CAS that sets it only while HS is set) and begins as
  * usual. The keeper keeps only as the bell's spinner (else it answers
- * without keeping), sets KS and flips KP (the phase, which the response
- * carries), and polls the request; at its "64th poll" it makes the
+ * without keeping), and after its response sets KS and flips KP (the
+ * phase, which the response carries), and polls the request; at its "64th poll" it makes the
  * answer's deferred notify; the spin ends at any point (the bell, the
  * budget, RC, the client gone, a stop: all nondeterminism here) and then
  * it lets go, a CAS that clears the serving bits only while KS is set. A
@@ -168,7 +168,9 @@
  * thread rung for that waits for the session's next request, which these
  * configurations always send to it (the same runtime, one frame). With
  * a next call to another runtime that thread and the session's begin_call
- * would wait on each other.
+ * would wait on each other. The model has one runtime, so the runtime a
+ * keep names (kept_for, region.h) is checked by a unit test instead
+ * (Keep.ALateKeeperLeavesAnotherRuntimesKeepAlone).
  */
 
 #define NS 2            /* slots */
